@@ -1,0 +1,73 @@
+"""HU ↔ model scale, and the named display windows. The one place these numbers live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# The paper clips to [-1000, 1000] HU and scales linearly to [-1, 1].
+HU_MIN = -1000.0
+HU_MAX = 1000.0
+HU_RANGE = HU_MAX - HU_MIN  # 2000 HU: also the data range of PSNR and SSIM
+
+
+def hu_to_model(hu):
+    """Clip HU to [HU_MIN, HU_MAX] and map linearly to [-1, 1] (numpy array or torch tensor)."""
+    scale = 2.0 / HU_RANGE
+    if isinstance(hu, np.ndarray):
+        return ((np.clip(hu, HU_MIN, HU_MAX) - HU_MIN) * scale - 1.0).astype(np.float32, copy=False)
+    return (hu.clamp(HU_MIN, HU_MAX) - HU_MIN) * scale - 1.0
+
+
+def model_to_hu(x):
+    """Map model scale [-1, 1] back to HU (no clipping: the network may overshoot slightly)."""
+    out = (x + 1.0) * (HU_RANGE / 2.0) + HU_MIN
+    if isinstance(out, np.ndarray):
+        return out.astype(np.float32, copy=False)
+    return out
+
+
+@dataclass(frozen=True)
+class WindowPreset:
+    """A display window: grey from level − width/2 (black) to level + width/2 (white), in HU."""
+
+    name: str
+    width: float
+    level: float
+
+    @property
+    def low(self) -> float:
+        return self.level - self.width / 2
+
+    @property
+    def high(self) -> float:
+        return self.level + self.width / 2
+
+    def apply(self, hu: np.ndarray) -> np.ndarray:
+        """Map HU to [0, 1] grey values."""
+        return np.clip((hu - self.low) / self.width, 0.0, 1.0)
+
+
+# Order matters: the viewer binds number keys 1..n in this order; abdomen is the default.
+# Widths/levels are the usual radiology conventions (e.g. Radiopaedia "Windowing (CT)").
+WINDOW_PRESETS: tuple[WindowPreset, ...] = (
+    WindowPreset("abdomen", 400, 40),
+    WindowPreset("liver", 150, 60),
+    WindowPreset("soft tissue", 350, 50),
+    WindowPreset("bone", 1800, 400),
+    WindowPreset("lung", 1500, -600),
+    WindowPreset("mediastinum", 350, 50),
+    # 3D Slicer's "CT-Abdomen" preset, which the paper's readers used.
+    WindowPreset("abdomen (Slicer)", 350, 40),
+)
+DEFAULT_WINDOW = WINDOW_PRESETS[0]
+
+
+def window_preset(name: str) -> WindowPreset:
+    """Look a preset up by name (case-insensitive)."""
+    for preset in WINDOW_PRESETS:
+        if preset.name.lower() == name.lower():
+            return preset
+    known = ", ".join(p.name for p in WINDOW_PRESETS)
+    raise KeyError(f"unknown window preset {name!r}; known: {known}")
