@@ -25,3 +25,7 @@ class CheckpointError(MFMError):
 
 class GeometryMismatchError(MFMError):
     """Two volumes that must share a grid do not."""
+
+
+class StudyWriteError(MFMError):
+    """A study (image file or DICOM series) could not be written, or writing it was refused."""
