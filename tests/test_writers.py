@@ -12,6 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from conftest import shared_subfolder
 
 from mfm_engine.errors import MFMError, StudyWriteError
 from mfm_engine.io.dicom_write import new_study_meta, write_dicom_series
@@ -525,3 +526,27 @@ def test_round_trip_through_read_study(tmp_path: Path, target: str) -> None:
         assert (
             back.meta["dicom"]["study"]["StudyInstanceUID"] == src.meta["dicom"]["study"]["StudyInstanceUID"]
         )
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["totalseg_portalvenous_abdomen_dicom_j2k", "dcm_qa_ct_GE_tilt_head", "dcmqi_liver_ct_3slice"],
+)
+def test_synthetic_from_real_series_validates_and_round_trips(tmp_path: Path, folder: str) -> None:
+    """Real headers (empty UIDs, tilt, odd names) must still give a valid, faithful series."""
+    read_study = _read_study()
+    src = read_study(shared_subfolder(folder))
+    syn = synthetic_from(src)
+    files = write_study(syn, tmp_path / "syn", source=src)
+    assert dciodvfy_errors(files[0]) == []
+    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    info = src.meta["dicom"]
+    if info["study"].get("StudyInstanceUID"):
+        assert ds.StudyInstanceUID == info["study"]["StudyInstanceUID"]
+    if all(info["sop_instance_uids"]):
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == info["sop_instance_uids"][0]
+    else:  # the J2K series ships empty UIDs: nothing valid to reference
+        assert "SourceImageSequence" not in ds
+    image = read_series_sitk(tmp_path / "syn")
+    assert np.abs(sitk.GetArrayFromImage(image) - syn.hu).max() <= 0.5
+    assert_geometry(image, syn, tol=1e-3)

@@ -105,6 +105,14 @@ CONTRAST_KEYWORDS = (
     "ContrastBolusIngredient",
     "ContrastBolusIngredientConcentration",
 )
+# Body Part Examined terms (PS3.16 Annex L) of unpaired regions: no Laterality for these.
+UNPAIRED_BODY_PARTS = frozenset(
+    {
+        "ABDOMEN", "ABDOMENPELVIS", "CHEST", "CHESTABDOMEN", "CHESTABDPELVIS", "PELVIS", "HEAD",
+        "HEADNECK", "NECK", "BRAIN", "SKULL", "WHOLEBODY", "SPINE", "CSPINE", "TSPINE", "LSPINE",
+        "SSPINE", "HEART", "LIVER", "PANCREAS", "SPLEEN", "STOMACH", "BLADDER", "AORTA", "THORAX",
+    }
+)  # fmt: skip
 # Maximum lengths of the value representations we fill from free text.
 LO_MAX, ST_MAX, LT_MAX, SH_MAX = 64, 1024, 10240, 16
 
@@ -168,6 +176,9 @@ def _ds(value: float) -> DSfloat:
 def _valid(keyword: str, value: Any) -> bool:
     """True when a source value is valid for the keyword's VR (bad ones are dropped, not warned)."""
     vr = pydicom.datadict.dictionary_VR(keyword)
+    if vr == "UI":
+        # An empty UID is legal for some Type 2 attributes but never useful to copy: make a new one.
+        return _is_uid(value)
     try:
         values = value if isinstance(value, list | tuple) else [value]
         for v in values:
@@ -175,6 +186,10 @@ def _valid(keyword: str, value: Any) -> bool:
     except (ValueError, TypeError):
         return False
     return True
+
+
+def _is_uid(value: object) -> bool:
+    return isinstance(value, str) and bool(value) and pydicom.uid.UID(value).is_valid
 
 
 def _copy_keywords(
@@ -294,12 +309,13 @@ def _series_template(
     _copy_keywords(ds, series_info, SERIES_KEYWORDS, notes)
     if "BodyPartExamined" not in ds and phantom:
         ds.BodyPartExamined = "ABDOMEN"
-    if "BodyPartExamined" not in ds and "Laterality" not in ds:
-        # Type 2C, needed when the body part may be paired; with no body part known, empty = unknown.
+    if "Laterality" not in ds and str(ds.get("BodyPartExamined", "")).upper() not in UNPAIRED_BODY_PARTS:
+        # Type 2C, needed when the body part may be paired; not knowing which side, empty = unknown.
         ds.Laterality = ""
 
     # Frame of Reference: kept from the source so the synthetic series overlays it in any viewer.
-    ds.FrameOfReferenceUID = str(info.get("frame_of_reference_uid") or new_uid())
+    for_uid = info.get("frame_of_reference_uid")
+    ds.FrameOfReferenceUID = for_uid if _is_uid(for_uid) else new_uid()
     ds.PositionReferenceIndicator = ""
 
     # General Equipment: the equipment that made *these* pixels is this software, not the scanner.
@@ -490,10 +506,14 @@ def write_dicom_series(
 
     z = volume.shape[0]
     sop_uids = list(info.get("sop_instance_uids") or [])
-    sop_class = str(info.get("sop_class_uid") or CTImageStorage)
-    references = volume.meta.get("synthetic") and sop_uids
+    sop_class = info.get("sop_class_uid") if _is_uid(info.get("sop_class_uid")) else CTImageStorage
+    references = bool(volume.meta.get("synthetic") and sop_uids)
     if references and len(sop_uids) != z:
         notes.append(f"source has {len(sop_uids)} slice UIDs for {z} slices; SourceImageSequence left out")
+        references = False
+    if references and not all(_is_uid(u) for u in sop_uids):
+        # Some real series ship with empty UIDs; a reference to "" would be invalid DICOM.
+        notes.append("source slices have empty or invalid SOP Instance UIDs; SourceImageSequence left out")
         references = False
 
     # A multi-frame source repeats its one SOP Instance UID per frame: references then need frame numbers.
