@@ -550,3 +550,15 @@ def test_synthetic_from_real_series_validates_and_round_trips(tmp_path: Path, fo
     image = read_series_sitk(tmp_path / "syn")
     assert np.abs(sitk.GetArrayFromImage(image) - syn.hu).max() <= 0.5
     assert_geometry(image, syn, tol=1e-3)
+
+
+def test_phantom_series_reads_back_as_a_phantom(tmp_path: Path) -> None:
+    read_study = _read_study()
+    vol = Volume(
+        hu_pattern(), spacing=(0.75, 0.75, 3.0), meta={"phantom": True, "phantom_seed": 4, "phase": "native"}
+    )
+    write_study(vol, tmp_path / "native")
+    back = read_study(tmp_path / "native")
+    assert back.meta.get("phantom") is True
+    assert not back.is_synthetic
+    assert back.meta["series_description"] == "PHANTOM native seed 4"
