@@ -298,7 +298,7 @@ def _series_template(
     ds.SeriesTime = time
     ds.SeriesDescription = _clip_text(series_description, LO_MAX)
     # Type 2C: the phantom is built head-first supine; for anything else unknown stays empty.
-    ds.PatientPosition = "HFS" if phantom and not info else ""
+    ds.PatientPosition = "HFS" if phantom else ""
     series_info = dict(info.get("series") or {})
     for alias, keyword in (
         ("patient_position", "PatientPosition"),
