@@ -6,7 +6,8 @@ Choices:
   SimpleITK). A 2-D image becomes one slice of spacing 1 mm.
 - Refused with a StudyReadError naming the file: 4-D (or higher) images, images with several
   components per voxel (colour, vectors), and images holding NaN or infinite voxels (the count is in
-  the message) — there is no honest HU to put in their place.
+  the message) — there is no honest HU to put in their place. ITK's NIfTI reader silently turns
+  NaN/inf into 0, so float NIfTI data is also checked in the file itself.
 - Metadata: the JSON sidecar written beside the image by ``image_write`` (``ct.nii.gz`` → ``ct.json``,
   format "mfm-studio image sidecar") restores ``Volume.meta`` (synthetic/phantom flags, provenance,
   source UIDs); its warnings are kept, since they still describe the voxels. Without one, the
@@ -17,8 +18,10 @@ Choices:
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,10 @@ from mfm_engine.volume import Volume
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SIDECAR_FORMAT = "mfm-studio image sidecar"
+
+# NIfTI datatype codes of real floating-point voxels: the only ones that can hold NaN.
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+_CHUNK_BYTES = 1 << 24
 
 # SimpleITK keys where formats keep a free-text description.
 _DESCRIPTION_KEYS = ("descrip", "ITK_FileNotes", "content")
@@ -64,6 +71,50 @@ def _read_sidecar(path: Path, warn: list[str]) -> dict[str, Any] | None:
         return None
     meta = doc.get("meta")
     return meta if isinstance(meta, dict) else None
+
+
+def nifti_nonfinite_count(path: str | os.PathLike[str]) -> int:
+    """NaN/inf voxels stored in a float NIfTI file (0 for other types), read from the raw data.
+
+    Needed because ITK's NIfTI reader silently turns NaN and inf into 0.
+    """
+    path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.read(540)
+        if len(head) < 348:
+            return 0
+        for endian in "<>":
+            (sizeof_hdr,) = struct.unpack(endian + "i", head[:4])
+            if sizeof_hdr in (348, 540):
+                break
+        else:
+            return 0
+        if sizeof_hdr == 348:
+            ndim, *dims = struct.unpack(endian + "8h", head[40:56])
+            (datatype,) = struct.unpack(endian + "h", head[70:72])
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+        else:
+            (datatype,) = struct.unpack(endian + "h", head[12:14])
+            ndim, *dims = struct.unpack(endian + "8q", head[16:80])
+            (offset,) = struct.unpack(endian + "q", head[168:176])
+        code = _NIFTI_FLOAT_TYPES.get(datatype)
+        if code is None or not 1 <= ndim <= 7:
+            return 0
+        dtype = np.dtype(endian + code)
+        remaining = int(np.prod([max(1, d) for d in dims[:ndim]])) * dtype.itemsize
+        f.seek(max(offset, sizeof_hdr))
+        bad = 0
+        # Chunked, so a large volume never needs a second full copy in memory.
+        while remaining > 0:
+            buf = f.read(min(_CHUNK_BYTES, remaining))
+            if not buf:
+                break
+            usable = len(buf) - len(buf) % dtype.itemsize
+            chunk = np.frombuffer(buf[:usable], dtype=dtype)
+            bad += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+            remaining -= len(buf)
+        return bad
 
 
 def _description(image: Any) -> str:
@@ -115,14 +166,25 @@ def read_image(path: str | os.PathLike[str]) -> Volume:
     if arr.dtype.kind not in "iuf":
         raise StudyReadError(f"{path}: pixel type {image.GetPixelIDTypeAsString()} is not a grey value")
     hu = arr.astype(np.float32)
-    if hu.dtype.kind == "f":
-        finite = np.isfinite(hu)
-        if not finite.all():
-            n_nan = int(np.count_nonzero(np.isnan(hu)))
-            n_inf = int(hu.size - np.count_nonzero(finite) - n_nan)
+    finite = np.isfinite(hu)
+    if not finite.all():
+        n_nan = int(np.count_nonzero(np.isnan(hu)))
+        n_inf = int(hu.size - np.count_nonzero(finite) - n_nan)
+        raise StudyReadError(
+            f"{path}: holds {n_nan} NaN and {n_inf} infinite voxel(s) of {hu.size}; "
+            "a CT volume must have a number in every voxel"
+        )
+    # ITK's NIfTI reader has already replaced NaN/inf by 0, so look at the stored data; only a
+    # float file that now shows zeros can have had any.
+    if arr.dtype.kind == "f" and image_suffix(path) in (".nii", ".nii.gz") and not np.all(hu):
+        try:
+            n_bad = nifti_nonfinite_count(path)
+        except (OSError, EOFError, ValueError, struct.error) as exc:
+            raise StudyReadError(f"{path}: could not check the stored voxels for NaN: {exc}") from exc
+        if n_bad:
             raise StudyReadError(
-                f"{path}: holds {n_nan} NaN and {n_inf} infinite voxel(s) of {hu.size}; "
-                "a CT volume must have a number in every voxel"
+                f"{path}: holds {n_bad} NaN or infinite voxel(s) of {hu.size} (SimpleITK would show them "
+                "as 0); a CT volume must have a number in every voxel"
             )
     warn: list[str] = []
     if image.GetDimension() == 2:
