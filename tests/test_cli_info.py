@@ -121,3 +121,19 @@ def test_console_script(two_series: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert [s["description"] for s in json.loads(done.stdout)["series"]] == ["native", "arterial"]
+
+
+def test_documented_keys_match_the_output(two_series: Path) -> None:
+    import re
+
+    from mfm_engine.io.study import describe_study
+
+    doc_path = Path(__file__).resolve().parents[1] / "docs" / "info-json.md"
+    text = doc_path.read_text(encoding="utf-8")
+    documented = set()
+    for line in text.splitlines():
+        match = re.match(r"\| `([a-z_]+)`(?:, `([a-z_]+)`)? \|", line)
+        if match:
+            documented.update(k for k in match.groups() if k)
+    doc = describe_study(two_series)
+    assert documented == set(doc) | set(doc["series"][0])
