@@ -474,3 +474,32 @@ def test_describe_folder_lists_series_and_skips(tmp_path: Path) -> None:
     assert any(s["reason"] == "not DICOM" for s in doc["skipped"])
     broken = [e for e in doc["series"] if e["error"]]
     assert len(broken) == 1 and "truncated" in broken[0]["error"]
+
+
+def test_discovered_files_are_in_slice_order(tmp_path: Path) -> None:
+    paths, _ = write_ct_series(tmp_path / "s", n=5)  # names shuffled against positions
+    (info,) = discover_series(tmp_path / "s")
+    assert info.files == paths  # paths are returned in position order
+
+
+def test_multiframe_file_reads_every_frame(tmp_path: Path) -> None:
+    path = ct_dataset(tmp_path / "mf.dcm", np.zeros((4, 5)), position=(0, 0, 0))
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 3
+    frames = np.arange(60, dtype="<i2").reshape(3, 4, 5)
+    ds.PixelData = frames.tobytes()
+    ds.save_as(path)
+    vol = read_study(path)
+    np.testing.assert_array_equal(vol.hu, frames.astype(np.float32) - 1024)
+    assert any("multi-frame" in w for w in vol.warnings)
+
+
+def test_localizer_opened_by_name_reads_with_a_warning(tmp_path: Path) -> None:
+    path = ct_dataset(
+        tmp_path / "loc.dcm",
+        np.ones((4, 5)),
+        position=(0, 0, 0),
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    )
+    vol = read_study(path)
+    assert vol.shape == (1, 4, 5) and any("localizer" in w for w in vol.warnings)

@@ -372,23 +372,34 @@ def scan_folder(folder: str | os.PathLike[str]) -> FolderScan:
             continue
         rec = read_header(path)
         (skipped if isinstance(rec, SkippedFile) else headers).append(rec)  # type: ignore[arg-type]
-    series = _group_into_series(headers, skipped)
-    if image_files:
-        skipped = skipped + [SkippedFile(p, "image file (open it directly)") for p in image_files]
+    series = _group_into_series(headers, skipped, folder)
+    # Image files (NIfTI…) are other studies, not skipped parts of a DICOM series: FolderScan lists them.
+    folder_warnings = skipped_warnings(skipped, root=folder)
     for s in series:
         s.skipped = list(skipped) + s.skipped
-        s.warnings = skipped_warnings(skipped) + s.warnings
+        s.warnings = folder_warnings + s.warnings
     return FolderScan(folder, series, skipped, image_files, len(paths))
 
 
-def skipped_warnings(skipped: Sequence[SkippedFile], max_names: int = 5) -> list[str]:
-    """Plain warnings counting the skipped files by reason, naming the first few of each."""
+def _display_name(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            pass
+    return path.name
+
+
+def skipped_warnings(
+    skipped: Sequence[SkippedFile], max_names: int = 5, root: Path | None = None
+) -> list[str]:
+    """Plain warnings counting the skipped files by reason, naming the first few (relative to root)."""
     by_reason: dict[str, list[Path]] = defaultdict(list)
     for s in skipped:
         by_reason[s.reason].append(s.path)
     out = []
     for reason, paths in by_reason.items():
-        names = ", ".join(p.name for p in paths[:max_names])
+        names = ", ".join(_display_name(p, root) for p in paths[:max_names])
         more = f" and {len(paths) - max_names} more" if len(paths) > max_names else ""
         out.append(f"skipped {len(paths)} file(s), {reason}: {names}{more}")
     return out
@@ -472,7 +483,9 @@ def _ts_name(uid: str) -> str:
     return name if name != uid else uid
 
 
-def _group_into_series(headers: list[DicomHeader], skipped: list[SkippedFile]) -> list[SeriesInfo]:
+def _group_into_series(
+    headers: list[DicomHeader], skipped: list[SkippedFile], root: Path
+) -> list[SeriesInfo]:
     groups: dict[tuple, list[DicomHeader]] = defaultdict(list)
     for h in headers:
         groups[("uid", h.series_uid) if h.series_uid else ("nouid", _fallback_key(h))].append(h)
@@ -494,7 +507,7 @@ def _group_into_series(headers: list[DicomHeader], skipped: list[SkippedFile]) -
                 "series number, orientation and size instead"
             )
         if local_skips:
-            notes += [f"{w} (localizer or another series?)" for w in skipped_warnings(local_skips)]
+            notes += [f"{w} (localizer or another series?)" for w in skipped_warnings(local_skips, root=root)]
         if _has_duplicate_positions(members):
             n_pos = len({round(_distance(h, members[0].normal) or 0.0, 3) for h in members})
             parts, how = _split_duplicates(members)
@@ -524,6 +537,11 @@ def _series_order(s: SeriesInfo) -> tuple:
 def _make_info(
     members: list[DicomHeader], uid: str, key: str, skips: list[SkippedFile], notes: list[str]
 ) -> SeriesInfo:
+    normal = members[0].normal
+    # Files listed in slice order (along the normal, then instance number), as a volume would hold them.
+    members = sorted(
+        members, key=lambda h: (_distance(h, normal) or 0.0, h.instance_number or 0, str(h.path))
+    )
     first = members[0]
     syntaxes = sorted({h.transfer_syntax for h in members})
     return SeriesInfo(

@@ -60,7 +60,7 @@ def _no_series_error(scan: FolderScan) -> StudyReadError:
         return StudyReadError(
             f"{folder}: holds no DICOM images but holds image file(s) {names}; open one of them directly"
         )
-    reasons = "; ".join(skipped_warnings(scan.skipped, max_names=3))
+    reasons = "; ".join(skipped_warnings(scan.skipped, max_names=3, root=folder))
     return StudyReadError(f"{folder}: no DICOM images among its {scan.n_files} file(s) ({reasons})")
 
 
@@ -206,12 +206,11 @@ def describe_study(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise _no_series_error(scan)
         entries = [_dicom_entry(i, s, path) for i, s in enumerate(scan.series)]
         entries += [_image_entry(p) for p in scan.image_files]
-        dicom_skips = [s for s in scan.skipped if s.path not in set(scan.image_files)]
         doc.update(
             kind="folder",
             files_examined=scan.n_files,
-            skipped=[{"path": str(s.path), "reason": s.reason} for s in dicom_skips],
-            warnings=skipped_warnings(dicom_skips),
+            skipped=[{"path": str(s.path), "reason": s.reason} for s in scan.skipped],
+            warnings=skipped_warnings(scan.skipped, root=path),
             series=entries,
         )
         return doc
