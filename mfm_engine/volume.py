@@ -97,7 +97,10 @@ class Volume:
         sx, sy, sz = self.spacing
         ox, oy, oz = self.origin
         z, y, x = self.shape
-        return f"{x}×{y}×{z} voxels, spacing {sx:.3g}×{sy:.3g}×{sz:.3g} mm, origin ({ox:.1f}, {oy:.1f}, {oz:.1f}) mm"
+        return (
+            f"{x}×{y}×{z} voxels, spacing {sx:.3g}×{sy:.3g}×{sz:.3g} mm, "
+            f"origin ({ox:.1f}, {oy:.1f}, {oz:.1f}) mm"
+        )
 
     # -- planes ---------------------------------------------------------------------------
     def n_slices(self, plane: Plane) -> int:

@@ -1,0 +1,141 @@
+"""Inference benchmarks: engine cost per slice and NFE against a bare forward pass of the same network.
+
+Benchmarks print tables; tests never assert timings. `mfm bench` is the command-line face.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mfm_engine.models.registry import build_model, count_parameters
+from mfm_engine.translate import Translator
+
+
+@dataclass
+class BenchRow:
+    """One model config on one device."""
+
+    model: str
+    device: str
+    precision: str
+    params_m: float
+    batch: int
+    forward_ms: float  # bare network forward, per slice
+    engine_ms_per_nfe: float  # Translator, per slice per NFE (Euler, 1 step)
+    slices_per_s: float
+    overhead_pct: float
+    peak_mem_mb: float
+
+
+def _timeit(fn, repeats: int) -> float:
+    """Median seconds of fn() over `repeats` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # Process-wide peak resident set (Linux reports KiB): an upper bound for this row.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_model(
+    config: dict,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    size: int = 512,
+    batch: int = 1,
+    repeats: int = 5,
+) -> BenchRow:
+    """Time a bare forward and the engine's 1-NFE Euler translation of the same batch of slices."""
+    torch.manual_seed(0)
+    model = build_model(config)
+    tr = Translator(model, device=device, precision=precision, model_name=config.get("preset", ""))
+    dev = tr.device
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    rng = np.random.default_rng(0)
+    hu = rng.normal(0, 200, size=(batch, size, size)).astype(np.float32)
+    x = torch.from_numpy(hu / 1000.0).unsqueeze(1).to(dev)
+    t = torch.ones(batch, device=dev)
+
+    def bare():
+        with torch.inference_mode(), tr._autocast():
+            tr._net(x, t)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def engine():
+        tr.translate_array(hu, direction="c2n", solver="euler", steps=1)
+
+    forward_s = _timeit(bare, repeats)
+    engine_s = _timeit(engine, repeats)
+    name = config["name"] + (f"/{config['preset']}" if config.get("preset") else "")
+    return BenchRow(
+        model=name,
+        device=str(dev),
+        precision=tr.precision,
+        params_m=count_parameters(model) / 1e6,
+        batch=batch,
+        forward_ms=1000 * forward_s / batch,
+        engine_ms_per_nfe=1000 * engine_s / batch,
+        slices_per_s=batch / engine_s,
+        overhead_pct=100 * (engine_s / forward_s - 1),
+        peak_mem_mb=_peak_mb(dev),
+    )
+
+
+def bench_volume_file(
+    checkpoint: str | None, *, slices: int = 100, device: str = "auto"
+) -> tuple[float, float]:
+    """(seconds from input NIfTI to output NIfTI, seconds of translation alone) for a phantom volume."""
+    from mfm_engine.io.image_write import write_image
+    from mfm_engine.io.study import read_study
+    from mfm_engine.phantom import make_phantom_pair
+
+    contrast = make_phantom_pair(7, motion_mm=0.0, n_slices=slices).contrast
+    tr = (
+        Translator.from_checkpoint(checkpoint, device=device)
+        if checkpoint
+        else Translator(
+            build_model({"name": "timeresnet", "preset": "demo"}), device=device, model_name="demo"
+        )
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.nii.gz", Path(tmp) / "out.nii.gz"
+        write_image(contrast, src)
+        start = time.perf_counter()
+        vol = read_study(src)
+        t0 = time.perf_counter()
+        out = tr.translate_volume(vol, direction="c2n", solver="euler", steps=1)
+        t1 = time.perf_counter()
+        write_image(out, dst)
+        return time.perf_counter() - start, t1 - t0
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    """Markdown table of benchmark rows."""
+    head = (
+        "| model | device | precision | params (M) | batch | bare forward ms/slice | engine ms/slice/NFE "
+        "| slices/s (1 NFE) | engine overhead | peak memory MB |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [
+        f"| {r.model} | {r.device} | {r.precision} | {r.params_m:.2f} | {r.batch} | {r.forward_ms:.1f} | "
+        f"{r.engine_ms_per_nfe:.1f} | {r.slices_per_s:.1f} | {r.overhead_pct:+.1f} % | {r.peak_mem_mb:.0f} |"
+        for r in rows
+    ]
+    return "\n".join([head, *lines])
