@@ -62,9 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _has_dicom_directly(folder: Path) -> bool:
-    from mfm_engine.io.dicom_read import is_image_file
+    from mfm_engine.io.dicom_read import DicomHeader, read_header
 
-    return any(f.is_file() and image_suffix(f) is None and is_image_file(f) for f in sorted(folder.iterdir()))
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and not f.name.startswith(".") and image_suffix(f) is None:
+            if isinstance(read_header(f), DicomHeader):
+                return True
+    return False
 
 
 def list_studies(input_path: Path) -> tuple[list[Path], bool]:
