@@ -186,6 +186,7 @@ class EngineController(QtCore.QObject):
             return
         if index >= session.input.shape[0]:
             return  # the cursor is about to be reshaped for this study
+        self._awaiting = None  # whatever ran before is stale now; its result is only cached
         cached = session.previews.get(key, index)
         if cached is not None:
             self._show_preview_cost(cached, cached=True)

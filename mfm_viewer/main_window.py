@@ -270,6 +270,9 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.report_error("Reference refused", str(exc))
                 return False
             self.session.set_reference(resample_onto(volume, self.session.input))
+            self.statusBar().showMessage("Reference resampled onto the input grid", 10000)
+        else:
+            self.statusBar().showMessage("Reference opened", 5000)
         self.grid.rebuild()
         self.engine.update_reference_state()
         return True
@@ -388,11 +391,11 @@ class MainWindow(QtWidgets.QMainWindow):
         if session is None:
             return
         if session.synthetic is not None and not session.synthetic_is_current:
-            note = f"volume: {session.synthetic_key.label()} — translate again for the current settings"
+            note = f"other planes: {session.synthetic_key.short_label()}, translate again to update"
         elif session.synthetic is not None:
-            note = session.synthetic_key.label()
+            note = session.synthetic_key.short_label()
         else:
-            note = session.current_key.label() if session.current_key else ""
+            note = session.current_key.short_label() if session.current_key else ""
         self.grid.synthetic_note = note
         self.grid.rebuild()
 

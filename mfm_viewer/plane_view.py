@@ -69,7 +69,9 @@ class _SliceViewBox(pg.ViewBox):
         if ev.modifiers() & QtCore.Qt.KeyboardModifier.ControlModifier:
             self.owner.zoom_by(_ZOOM_STEP ** (delta / 120.0), self.mapToView(ev.pos()))
         else:
-            self.owner.scroll(1 if delta > 0 else -1)
+            # One slice per notch (120); touchpads send smaller deltas, still one slice each.
+            notches = int(delta / 120) or (1 if delta > 0 else -1)
+            self.owner.scroll(notches)
 
 
 class PlaneView(pg.GraphicsView):

@@ -88,30 +88,46 @@ class SeriesGrid(QtWidgets.QWidget):
             return
         self._clear()
         self.specs = specs
-        for col, spec in enumerate(specs):
+        # One or two series: a row per series with the planes side by side keeps the views near
+        # square; more series: a column per series, a row per plane.
+        by_rows = len(planes) > 1 and len(specs) < len(planes)
+        for s_index, spec in enumerate(specs):
             header = QtWidgets.QLabel(self)
             header.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
             # Long titles must not widen their column: every column gets the same share.
             header.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed)
             header.setMinimumWidth(10)
+            header.setFixedHeight(header.fontMetrics().height() + 10)
             self.headers[spec.key] = header
-            self._grid.addWidget(header, 0, col)
-            for row, plane in enumerate(planes, start=1):
+            if by_rows:
+                self._grid.addWidget(header, 2 * s_index, 0, 1, len(planes))
+            else:
+                self._grid.addWidget(header, 0, s_index)
+            for p_index, plane in enumerate(planes):
                 view = PlaneView(plane, self.cursor, self)
-                view.show_window_text = col == 0 or spec.kind == "diff"  # the window is shared: say it once
+                # The window is shared: say it once (first series), differences say their range.
+                view.show_window_text = s_index == 0 or spec.kind == "diff"
                 view.set_diff_display(self.diff_range, self.overlay_opacity)
                 view.set_volume(self.session.input)
                 self._configure(view, spec, plane)
                 view.hovered.connect(self._on_hover)
                 self.views[(spec.key, plane)] = view
-                self._grid.addWidget(view, row, col)
+                if by_rows:
+                    self._grid.addWidget(view, 2 * s_index + 1, p_index)
+                else:
+                    self._grid.addWidget(view, p_index + 1, s_index)
+        n_cols = len(planes) if by_rows else len(specs)
+        view_rows = [2 * s + 1 for s in range(len(specs))] if by_rows else list(range(1, len(planes) + 1))
         has_diff = any(s.kind == "diff" or s.overlay for s in specs)
         if has_diff:
-            self._grid.addWidget(self.colorbar, 1, len(specs), len(planes), 1)
+            self._grid.addWidget(self.colorbar, 0, n_cols, max(view_rows) + 1, 1)
         self.colorbar.setVisible(has_diff)
-        for col in range(len(specs)):
+        # Shown now, not at the next event-loop turn (a screenshot may come first).
+        for widget in (*self.headers.values(), *self.views.values()):
+            widget.show()
+        for col in range(n_cols):
             self._grid.setColumnStretch(col, 1)
-        for row in range(1, len(planes) + 1):
+        for row in view_rows:
             self._grid.setRowStretch(row, 1)
         self._update_headers()
 
@@ -143,6 +159,8 @@ class SeriesGrid(QtWidgets.QWidget):
         self._grid.removeWidget(self.colorbar)
         for col in range(self._grid.columnCount()):
             self._grid.setColumnStretch(col, 0)
+        for row in range(self._grid.rowCount()):
+            self._grid.setRowStretch(row, 0)
         self.views.clear()
         self.headers.clear()
         self.specs = []
@@ -152,9 +170,8 @@ class SeriesGrid(QtWidgets.QWidget):
             header = self.headers[spec.key]
             text = spec.title
             if spec.key == SYNTHETIC:
-                text = f"SYNTHETIC — {spec.title}" + (
-                    f"  ({self.synthetic_note})" if self.synthetic_note else ""
-                )
+                text = spec.title.replace("Synthetic", "SYNTHETIC", 1)
+                text += f"  ({self.synthetic_note})" if self.synthetic_note else ""
             elif spec.overlay:
                 text += "  + difference overlay"
             header.setText(text)

@@ -19,6 +19,10 @@ class EngineKey:
     solver: str
     steps: int
 
+    def short_label(self) -> str:
+        """Solver and steps only, e.g. 'euler × 4'."""
+        return f"{self.solver} × {self.steps}"
+
     def label(self) -> str:
         """Short human text, e.g. 'euler × 4, contrast → native'."""
         return f"{self.solver} × {self.steps}, {DIRECTIONS.get(self.direction, self.direction)}"

@@ -1,0 +1,205 @@
+"""The main window with a real (tiny, untrained) checkpoint: live preview, cache, volume, cancel, export.
+
+The model is untrained, so its HU mean nothing; what is checked is that the viewer shows exactly
+what the engine computes, at the right place, and that threads start, stop and cancel cleanly.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from PySide6 import QtCore
+from test_viewer_window import mini_study, shot, show
+
+from mfm_engine.checkpoint import save_checkpoint
+from mfm_engine.io.study import read_study
+from mfm_engine.metrics import body_mask, compare
+from mfm_engine.models import build_model
+from mfm_engine.translate import Translator
+from mfm_viewer.main_window import MainWindow
+from mfm_viewer.settings import ViewerSettings
+from mfm_viewer.workers import ENGINE_LOCK
+
+pytestmark = pytest.mark.gui
+# Small and without attention, so a 64² slice takes milliseconds on a CPU.
+TINY = {"name": "timeresnet", "preset": "tiny", "attn_levels": [], "patch_size": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_flow"
+    return save_checkpoint(
+        build_model(TINY), path, model_config=TINY, kind="flow", trained_on="untrained test"
+    )
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    w = MainWindow(ViewerSettings(tmp_path / "viewer.ini"))
+    qtbot.addWidget(w)
+    show(qtbot, w)
+    yield w
+    w.close()
+
+
+def _study(n_slices=8):
+    contrast, labels = mini_study(shape=(n_slices, 64, 64))
+    native, _ = mini_study(shape=(n_slices, 64, 64), phase="native")
+    return contrast, native, labels
+
+
+def _wait_preview(qtbot, window):
+    qtbot.waitUntil(lambda: not window.engine.preview_pending, timeout=60000)
+
+
+def _wait_volume(qtbot, window):
+    qtbot.waitUntil(lambda: not window.engine.busy, timeout=120000)
+
+
+def test_live_preview_shows_the_engine_result_and_is_cached(window, qtbot, tiny_checkpoint):
+    contrast, native, labels = _study()
+    window.set_study(contrast, reference=native)
+    assert window.engine_panel.preview_status.text() == "no model loaded"
+    assert window.open_checkpoint(tiny_checkpoint)
+    assert window.engine_panel.device.text() == "cpu"
+    _wait_preview(qtbot, window)
+    k = window.cursor.ijk[2]
+    expected = Translator.from_checkpoint(tiny_checkpoint, device="cpu").translate_slice(
+        contrast.hu[k], direction="c2n", solver="euler", steps=1
+    )
+    view = window.grid.view("synthetic", "axial")
+    np.testing.assert_allclose(view.image.image, expected.hu, atol=1e-3)
+    assert view.labels.synthetic.isVisible() and view.labels.synthetic.text() == "SYNTHETIC"
+    assert window.engine_panel.preview_status.text().startswith("NFE 1 ·")
+    # The HU readout under the aorta is the synthetic value there, for every pane.
+    j, i = (int(v) for v in np.round(np.argwhere(labels["aorta"][k]).mean(axis=0)))
+    values = window.grid.readouts((i, j, k))
+    assert values["synthetic"] == pytest.approx(float(expected.hu[j, i]), abs=1e-3)
+    assert values["input"] == 300.0 and values["reference"] == 40.0
+    assert values["diff_input"] == pytest.approx(float(expected.hu[j, i]) - 300.0, abs=1e-3)
+    # Slice metrics against the reference, in its body mask.
+    ref = native.hu[k]
+    want = compare(expected.hu, ref, body_mask(ref))
+    assert window.engine_panel.metrics_text("slice")[0] == f"{want['mae_hu']:.1f} HU"
+    shot(window, "10_live_preview")
+
+    # Heun takes two evaluations per step: a new preview, then back to Euler comes from the cache.
+    window.engine_panel.solver.setCurrentText("heun")
+    window.engine_panel.steps.setValue(2)
+    _wait_preview(qtbot, window)
+    assert window.engine_panel.preview_status.text().startswith("NFE 4 ·")
+    window.engine_panel.solver.setCurrentText("euler")
+    window.engine_panel.steps.setValue(1)
+    assert not window.engine.preview_pending
+    assert window.engine_panel.preview_status.text().endswith("(cached)")
+    np.testing.assert_allclose(view.image.image, expected.hu, atol=1e-3)
+
+    # Native → contrast is the same field integrated the other way: a different image.
+    window.engine_panel.direction.setCurrentIndex(window.engine_panel.direction.findData("n2c"))
+    _wait_preview(qtbot, window)
+    assert window.grid.headers["synthetic"].text().startswith("SYNTHETIC contrast")
+    view = window.grid.view("synthetic", "axial")  # the column was rebuilt with its new title
+    assert not np.allclose(view.image.image, expected.hu, atol=1e-3)
+
+
+def test_translate_volume_fills_every_plane_and_exports_dicom(window, qtbot, tiny_checkpoint, tmp_path):
+    contrast, native, _ = _study()
+    window.set_study(contrast, reference=native)
+    assert window.open_checkpoint(tiny_checkpoint)
+    coronal = window.grid.view("synthetic", "coronal")
+    assert coronal.image.isVisible() is False and coronal.labels.placeholder.isVisible()
+    with qtbot.waitSignal(window.engine.volume_finished, timeout=120000) as outcome:
+        assert window.engine.translate_volume()
+    assert outcome.args == ["done"]
+    syn = window.session.synthetic
+    assert syn.is_synthetic and syn.meta["provenance"]["solver"] == "euler"
+    expected = Translator.from_checkpoint(tiny_checkpoint, device="cpu").translate_volume(contrast)
+    np.testing.assert_allclose(syn.hu, expected.hu, atol=1e-3)
+    assert window.engine_panel.progress.value() == contrast.shape[0]
+    assert coronal.image.isVisible()
+    np.testing.assert_allclose(coronal.image.image, syn.hu[::-1, window.cursor.ijk[1], :], atol=1e-3)
+    qtbot.waitUntil(lambda: window.engine_panel.metrics_text("volume")[0] != "—", timeout=60000)
+    want = compare(syn, native, body_mask(native))
+    assert window.engine_panel.metrics_text("volume") == (
+        f"{want['mae_hu']:.1f} HU",
+        f"{want['ssim']:.3f}",
+        f"{want['psnr_db']:.1f} dB",
+    )
+    shot(window, "11_volume_translated")
+
+    # Export as DICOM and read it back (our reader and SimpleITK's).
+    folder = tmp_path / "synthetic_dicom"
+    assert window.export_synthetic(folder, "dicom")
+    back = read_study(folder)
+    assert back.shape == syn.shape and back.is_synthetic
+    np.testing.assert_allclose(back.hu, syn.hu, atol=1.0)  # stored as whole HU
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(reader.Execute()), back.hu, atol=1.0)
+    import pydicom
+
+    first = pydicom.dcmread(sorted(folder.glob("*.dcm"))[0])
+    assert "DERIVED" in first.ImageType and first.SeriesDescription.upper().startswith("SYNTHETIC")
+    nifti = window.export_synthetic(tmp_path / "synthetic.nii.gz", "nifti")
+    np.testing.assert_allclose(sitk.GetArrayFromImage(sitk.ReadImage(str(nifti))), syn.hu, atol=1.0)
+
+
+def _start_blocked(window):
+    """Start a volume translation while the engine is held, so the test decides when it may run."""
+    ENGINE_LOCK.acquire()
+    try:
+        assert window.engine.translate_volume()
+        assert window.engine.busy and window.engine_panel.cancel_button.isEnabled()
+    except BaseException:
+        ENGINE_LOCK.release()
+        raise
+    return window.engine.volume_worker
+
+
+def test_cancel_mid_volume(window, qtbot, tiny_checkpoint):
+    contrast, _, _ = _study(n_slices=24)
+    window.set_study(contrast)
+    assert window.open_checkpoint(tiny_checkpoint)
+    _wait_preview(qtbot, window)
+    worker = _start_blocked(window)
+    seen = []
+
+    def cancel_after_first_batch(done, total):  # runs in the worker thread, before its next batch
+        seen.append(done)
+        if done > 0:
+            worker.cancel()
+
+    worker.progress.connect(cancel_after_first_batch, QtCore.Qt.ConnectionType.DirectConnection)
+    with qtbot.waitSignal(window.engine.volume_finished, timeout=60000) as outcome:
+        ENGINE_LOCK.release()
+    assert outcome.args == ["cancelled"]
+    assert 0 < max(seen) < contrast.shape[0]
+    assert window.session.synthetic is None and not window.engine.busy
+    assert window.engine_panel.translate_button.isEnabled()
+    assert "cancelled" in window.engine_panel.volume_status.text().lower()
+    shot(window, "12_cancelled")
+
+
+def test_opening_another_study_or_closing_cancels_translation(window, qtbot, tiny_checkpoint):
+    contrast, _, _ = _study()
+    window.set_study(contrast)
+    assert window.open_checkpoint(tiny_checkpoint)
+    _start_blocked(window)
+    other, _ = mini_study(shape=(5, 48, 48))
+    with qtbot.waitSignal(window.engine.volume_finished, timeout=60000) as outcome:
+        window.set_study(other)  # cancels; the worker stops as soon as it gets the engine
+        ENGINE_LOCK.release()
+    assert outcome.args == ["cancelled"]
+    assert window.session.input is other and window.session.synthetic is None
+    _wait_preview(qtbot, window)
+    assert window.grid.view("synthetic", "axial").image.image.shape == (48, 48)
+
+    _start_blocked(window)
+    # The GUI thread is about to block in close(), so another thread lets the engine go.
+    threading.Timer(0.3, ENGINE_LOCK.release).start()
+    window.close()  # waits for the worker, which sees the cancel flag and stops
+    assert window.engine.volume_worker is None or window.engine.volume_worker.isFinished()
+    assert window.engine.preview_worker.isFinished()
