@@ -86,7 +86,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.engine_panel.open_checkpoint_requested.connect(self.choose_checkpoint)
 
         self.hover_label = QtWidgets.QLabel("")
-        self.statusBar().addPermanentWidget(self.hover_label)
+        self.hover_label.setAlignment(
+            QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
+        )
+        self.statusBar().addPermanentWidget(self.hover_label, 1)
         self.grid.hover_text.connect(self.hover_label.setText)
         self.cursor.subscribe(self._on_cursor)
         self._build_menus()

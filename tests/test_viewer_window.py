@@ -283,3 +283,26 @@ def test_layout_overlay_and_settings_persist(qtbot, tmp_path):
     again.set_study(vol)
     assert set(p for _, p in again.grid.views) == {"axial"}
     again.close()
+
+
+def test_open_phantom_dicom_study_with_reference(window, qtbot, tmp_path):
+    from mfm_engine.io.dicom_write import write_dicom_series
+    from mfm_engine.phantom import make_phantom_pair
+
+    pair = make_phantom_pair(7, motion_mm=0.0, n_slices=16, size=128)
+    write_dicom_series(pair.contrast, tmp_path / "arterial")
+    native = write_study(pair.native, tmp_path / "native.nii.gz")
+    assert window.open_study(tmp_path / "arterial", reference=native)
+    assert window.session.reference is not None
+    assert "[PHANTOM]" in window.windowTitle()
+    aorta = pair.label_mask("aorta")
+    i, j, k = _voxel(aorta)
+    axial = window.grid.view("input", "axial")
+    window.cursor.set_ijk((i, j, k))
+    # Hovering the aorta reads out the arterial and native HU there (DICOM stores whole HU).
+    axial._on_mouse_moved(axial.view.mapViewToScene(axial.display_point((i, j, k))))
+    text = window.hover_label.text()
+    assert f"{pair.contrast.hu[k, j, i]:.0f} HU" in text and f"{pair.native.hu[k, j, i]:.0f} HU" in text
+    assert axial.labels.readout.text() == f"{round(float(pair.contrast.hu[k, j, i])):.0f} HU"
+    assert window.session.input.hu[aorta].mean() > 250 > window.session.reference.hu[aorta].mean()
+    shot(window, "07_phantom_dicom_with_reference")

@@ -28,8 +28,12 @@ class PaneSpec:
 
 
 def _phase_title(volume: Volume, fallback: str) -> str:
-    phase = volume.meta.get("phase")
-    return f"{fallback} · {phase}" if phase else fallback
+    detail = volume.meta.get("phase") or str(volume.meta.get("series_description", ""))[:48]
+    title = f"{fallback} · {detail}" if detail else fallback
+    # The phantom is a stand-in, never a patient: say so wherever it is shown.
+    if volume.meta.get("phantom") and "PHANTOM" not in title:
+        title += " · PHANTOM"
+    return title
 
 
 class Session:
