@@ -15,7 +15,7 @@ from mfm_viewer.engine_panel import EnginePanel
 from mfm_viewer.logic.cursor import CursorModel
 from mfm_viewer.logic.engine_key import default_direction
 from mfm_viewer.logic.reference import resample_onto
-from mfm_viewer.logic.session import Session
+from mfm_viewer.logic.session import SYNTHETIC, Session
 from mfm_viewer.series_grid import SeriesGrid
 from mfm_viewer.settings import ViewerSettings
 from mfm_viewer.window_toolbar import DisplayToolbar, WindowToolbar
@@ -400,7 +400,7 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             note = session.current_key.short_label() if session.current_key else ""
         self.grid.synthetic_note = note
-        self.grid.rebuild()
+        self.grid.rebuild(keys={SYNTHETIC})  # only the synthetic and difference images changed
 
     def _on_cursor(self, what: str) -> None:
         if what == "window":

@@ -92,6 +92,7 @@ class PlaneView(pg.GraphicsView):
         self.overlay_opacity = 0.6
         self.placeholder_text = ""
         self.show_window_text = True
+        self.synthetic = False
         self._shown_index: int | None = None
         self._size_mm = (1.0, 1.0)
         self._pixel_mm = (1.0, 1.0)
@@ -151,6 +152,7 @@ class PlaneView(pg.GraphicsView):
         colour = PLANE_COLOURS[self.plane]
         self.labels.title.setText(f"<span style='color:{colour}'>■</span> {name}")
         self.setToolTip(f"{title} · {name}")
+        self.synthetic = synthetic
         self.labels.synthetic.setVisible(synthetic)
         if kind == "diff":
             self.image.setLookupTable(diverging_lut())
@@ -209,6 +211,10 @@ class PlaneView(pg.GraphicsView):
             )
             self.overlay.setRect(rect)
             self.overlay.show()
+        # A difference overlay is made from synthetic voxels: the badge says so on a measured image too.
+        badge = "SYNTHETIC" if self.synthetic or over is None else "SYNTHETIC Δ overlay"
+        self.labels.synthetic.setVisible(self.synthetic or over is not None)
+        self.labels.set_text(self.labels.synthetic, badge)
         self._update_slice_text()
 
     def _levels(self) -> tuple[float, float]:

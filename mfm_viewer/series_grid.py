@@ -77,14 +77,14 @@ class SeriesGrid(QtWidgets.QWidget):
             if view.kind == "diff" or view.overlay_source is not None:
                 view.refresh()
 
-    def rebuild(self, force: bool = False) -> None:
+    def rebuild(self, force: bool = False, keys: set[str] | None = None) -> None:
         """Lay the panes out again if their list changed (or ``force``); otherwise refresh the images."""
         specs = self.session.panes(self.diff_mode) if self.session is not None else []
         planes = LAYOUTS[self.layout_name]
         wanted = [(s.key, p) for s in specs for p in planes]
         if not force and specs == self.specs and list(self.views) == wanted:
             self._update_headers()
-            self.refresh()
+            self.refresh(keys)
             return
         self._clear()
         self.specs = specs

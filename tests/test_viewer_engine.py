@@ -130,6 +130,20 @@ def test_translate_volume_fills_every_plane_and_exports_dicom(window, qtbot, tin
     )
     shot(window, "11_volume_translated")
 
+    # Differences as an overlay on the grey images, with the colour bar.
+    toolbar = window.display_toolbar
+    toolbar.diff_combo.setCurrentIndex(toolbar.diff_combo.findData("overlay"))
+    toolbar.range_spin.setValue(300)
+    axial = window.grid.view("input", "axial")
+    assert axial.overlay.isVisible() and window.grid.colorbar.isVisible()
+    k = window.cursor.ijk[2]
+    # (the axial synthetic slice is the cached preview: batch arithmetic differs in the last bits)
+    np.testing.assert_allclose(axial.overlay.image, syn.hu[k] - contrast.hu[k], atol=1e-2)
+    assert tuple(axial.overlay.levels) == (-300.0, 300.0)
+    assert axial.labels.synthetic.isVisible() and axial.labels.synthetic.text() == "SYNTHETIC Δ overlay"
+    assert "diff_input" not in {key for key, _ in window.grid.views}
+    shot(window, "13_difference_overlay")
+
     # Export as DICOM and read it back (our reader and SimpleITK's).
     folder = tmp_path / "synthetic_dicom"
     assert window.export_synthetic(folder, "dicom")

@@ -306,3 +306,47 @@ def test_open_phantom_dicom_study_with_reference(window, qtbot, tmp_path):
     assert axial.labels.readout.text() == f"{round(float(pair.contrast.hu[k, j, i])):.0f} HU"
     assert window.session.input.hu[aorta].mean() > 250 > window.session.reference.hu[aorta].mean()
     shot(window, "07_phantom_dicom_with_reference")
+
+
+def test_zoom_and_pan_are_shared_reset_and_drop_opens(window, qtbot, tmp_path):
+    vol, _ = mini_study()
+    window.set_study(vol, reference=vol.with_hu(vol.hu - 10, phase="native"))
+    grid = window.grid
+
+    def x_range(view):
+        return view.view.viewRange()[0]
+
+    before = {key: x_range(v) for key, v in grid.views.items()}
+    axial = grid.view("input", "axial")
+    wheel(axial, 3, QtCore.Qt.KeyboardModifier.ControlModifier)  # Ctrl+wheel zooms
+    assert window.cursor.zoom == pytest.approx(1.15**3)
+    for key, view in grid.views.items():  # every view, every plane, zooms alike
+        (a0, a1), (b0, b1) = before[key], x_range(view)
+        assert (a1 - a0) / (b1 - b0) == pytest.approx(window.cursor.zoom, rel=1e-3)
+    ref_axial, coronal = grid.view("reference", "axial"), grid.view("input", "coronal")
+    start_ax, start_cor = x_range(axial), x_range(coronal)
+    centre = QtCore.QPoint(axial.viewport().width() // 2, axial.viewport().height() // 2)
+    drag(axial, centre, centre + QtCore.QPoint(40, 0), QtCore.Qt.MouseButton.MiddleButton)
+    moved = x_range(axial)[0] - start_ax[0]
+    assert moved < -1.0  # dragging right moves the image right: the visible range goes left
+    assert x_range(ref_axial)[0] - start_ax[0] == pytest.approx(moved)  # the same plane of every series
+    assert x_range(coronal) == pytest.approx(start_cor)  # other planes keep their pan
+    axial.setFocus()
+    qtbot.keyClick(axial, QtCore.Qt.Key.Key_R)
+    assert window.cursor.zoom == 1.0 and x_range(axial) == pytest.approx(before[("input", "axial")])
+    shot(window, "08_two_series")
+
+    other, _ = mini_study(shape=(10, 40, 40))
+    path = write_study(other, tmp_path / "dropped.nii.gz")
+    mime = QtCore.QMimeData()
+    mime.setUrls([QtCore.QUrl.fromLocalFile(str(path))])
+    drop = QtGui.QDropEvent(
+        QtCore.QPointF(200, 200),
+        QtCore.Qt.DropAction.CopyAction,
+        mime,
+        QtCore.Qt.MouseButton.LeftButton,
+        QtCore.Qt.KeyboardModifier.NoModifier,
+    )
+    window.dropEvent(drop)
+    assert window.session.input.shape == (10, 40, 40)
+    assert window.settings.recent("studies")[0] == str(path)
