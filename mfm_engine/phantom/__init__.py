@@ -5,7 +5,16 @@ everywhere it appears (``meta['phantom']``, series descriptions starting with ``
 See docs/phantom.md for the anatomy, the HU table and its sources.
 """
 
-from mfm_engine.phantom.generator import PhantomPair, make_phantom_pair, phantom_slice_count
+from mfm_engine.phantom.generator import PhantomError, PhantomPair, make_phantom_pair, phantom_slice_count
 from mfm_engine.phantom.tissues import LABELS, LEGEND, TISSUES, Tissue
 
-__all__ = ["LABELS", "LEGEND", "TISSUES", "PhantomPair", "Tissue", "make_phantom_pair", "phantom_slice_count"]
+__all__ = [
+    "LABELS",
+    "LEGEND",
+    "TISSUES",
+    "PhantomError",
+    "PhantomPair",
+    "Tissue",
+    "make_phantom_pair",
+    "phantom_slice_count",
+]

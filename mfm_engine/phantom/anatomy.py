@@ -135,11 +135,11 @@ class Anatomy:
         )
 
         # --- spleen --------------------------------------------------------------------------
-        phi_s = np.pi / 2 - u(0.55, 0.85)
+        phi_s = u(0.45, 0.8)  # posterolateral left (φ = 0: patient left, π/2: posterior)
         d_s0 = self.dv(u(10.8, 11.6))
         d_s1 = d_s0 + u(95, 125) * s
         rho_in = float(self.r_cavity(np.array([phi_s]), (d_s0 + d_s1) / 2)[0])
-        rho_s = rho_in - u(20, 26) * s
+        rho_s = rho_in - u(18, 24) * s
         self.spleen = dict(
             c=(self.cx + rho_s * math.cos(phi_s), self.cy + rho_s * math.sin(phi_s)),
             ab=(u(45, 60) * s, u(18, 26) * s),
@@ -748,7 +748,7 @@ class _Slice:
             cx, cy = x_s + side * 30 * s * grow, y_c + 22 * s
             bx = g.box_around(cx, cy, 30 * s, 32 * s)
             if bx is not None:
-                f = frac(R.ellipse_sd(bx.X, bx.Y, cx, cy, 24 * s * grow, 27 * s * grow, side * 0.2), self.w)
+                f = frac(R.ellipse_sd(bx.X, bx.Y, cx, cy, 22 * s * grow, 24 * s * grow, side * 0.2), self.w)
                 self.c.paint(bx, f * self.mo[bx.sl], LABELS["muscle"], an.values("muscle"))
             q = float(_smoothstep((v - 12.8) / 3))
             if q > 0.05:
@@ -945,10 +945,10 @@ class _Slice:
             ang = np.arctan2(bx.Y - np.float32(c[1]), bx.X - np.float32(c[0]))
             # Pyramids: wide bases under the cortex, apices (papillae) towards the sinus.
             F = rho / np.maximum(rb, np.float32(1e-3))
-            thr = np.float32(0.85) - np.float32(1.15 / 0.42) * (F - np.float32(0.36))
-            lobes = np.clip((np.cos(k["n_pyr"] * ang + np.float32(k["psi"])) - thr) * np.float32(4.0), 0, 1)
-            f_med = f * ring * lobes * np.float32(min(1.0, 1.6 * (1 - abs(t))))
-            self.c.paint(bx, f_med, LABELS["kidney_medulla"], an.values("kidney_medulla"))
+            thr = np.float32(0.6) - np.float32(1.3 / 0.42) * (F - np.float32(0.36))
+            lobes = np.clip((np.cos(k["n_pyr"] * ang + np.float32(k["psi"])) - thr) * np.float32(12.0), 0, 1)
+            if abs(t) < 0.8:  # the poles are cortex; a partial fraction there would blur the labels
+                self.c.paint(bx, f * ring * lobes, LABELS["kidney_medulla"], an.values("kidney_medulla"))
             # Renal sinus fat and pelvis at the hilum, in the middle third.
             qs = _profile(d, k["dc"] - 0.5 * k["h"], k["dc"], k["dc"], k["dc"] + 0.5 * k["h"])
             if qs > 0.05:
@@ -1026,9 +1026,12 @@ class _Slice:
             tex = an.cancellous_tex.sample(U, V, d / max(an.length, 1.0))
             canc = an.textured("bone_cancellous", tex, 15.0, 15.0, g_in)
             inner = max(body - plate, 0.0)
+            # A slab that takes in an end plate is visibly brighter: label it cortical, so that
+            # the cancellous label holds trabecular bone only.
+            canc_label = LABELS["bone_cortical"] if plate > 0.08 else LABELS["bone_cancellous"]
             parts = [
                 (g_out * body - g_in * inner, LABELS["bone_cortical"], an.values("bone_cortical")),
-                (g_in * inner, LABELS["bone_cancellous"], canc),
+                (g_in * inner, canc_label, canc),
                 (g_out * disc, LABELS["intervertebral_disc"], an.values("intervertebral_disc")),
             ]
             self.c.paint_mix(bx, parts)

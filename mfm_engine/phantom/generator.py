@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pydicom.uid import generate_uid
 
+from mfm_engine.errors import MFMError
 from mfm_engine.phantom.anatomy import Anatomy
 from mfm_engine.phantom.render import Canvas, SliceGrid
 from mfm_engine.phantom.tissues import LEGEND
@@ -28,8 +29,13 @@ from mfm_engine.volume import Volume
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 PHASES = ("native", "arterial")
+HU_STORED_MIN, HU_STORED_MAX = -1024.0, 3071.0
 # Level at which a default slab is centred: the renal hila, where most organs show.
 SLAB_CENTRE_LEVEL = 13.7
+
+
+class PhantomError(MFMError, ValueError):
+    """A phantom option out of range (seed, motion, size, slices, noise)."""
 
 
 @dataclass
@@ -61,7 +67,7 @@ def phantom_slice_count(seed: int) -> int:
 
 def _check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"phantom seed must be a non-negative integer, got {seed!r}")
+        raise PhantomError(f"phantom seed must be a non-negative integer, got {seed!r}")
     return int(seed)
 
 
@@ -155,11 +161,11 @@ def make_phantom_pair(
     """
     seed = _check_seed(seed)
     if not (isinstance(motion_mm, (int, float)) and math.isfinite(motion_mm) and motion_mm >= 0):
-        raise ValueError(f"motion_mm must be a finite number ≥ 0, got {motion_mm!r}")
+        raise PhantomError(f"motion_mm must be a finite number ≥ 0, got {motion_mm!r}")
     if not isinstance(size, (int, np.integer)) or size < 32:
-        raise ValueError(f"size must be an integer ≥ 32, got {size!r}")
+        raise PhantomError(f"size must be an integer ≥ 32, got {size!r}")
     if noise_hu is not None and not (math.isfinite(noise_hu) and noise_hu >= 0):
-        raise ValueError(f"noise_hu must be ≥ 0, got {noise_hu!r}")
+        raise PhantomError(f"noise_hu must be ≥ 0, got {noise_hu!r}")
 
     an = Anatomy(seed, typical_hu=typical_hu)
     total = an.n_slices
@@ -167,7 +173,7 @@ def make_phantom_pair(
         n, start = total, 0
     else:
         if not isinstance(n_slices, (int, np.integer)) or n_slices < 1:
-            raise ValueError(f"n_slices must be a positive integer, got {n_slices!r}")
+            raise PhantomError(f"n_slices must be a positive integer, got {n_slices!r}")
         n = min(int(n_slices), total)
         if start_slice is None:
             k_centre = total - 1 - int(round(an.dv(SLAB_CENTRE_LEVEL) / an.dz))
@@ -175,7 +181,7 @@ def make_phantom_pair(
         else:
             start = int(start_slice)
     if not 0 <= start <= total - n:
-        raise ValueError(f"start_slice {start} with {n} slices is outside this patient's 0..{total - 1}")
+        raise PhantomError(f"start_slice {start} with {n} slices is outside this patient's 0..{total - 1}")
     sigma = an.noise_sigma if noise_hu is None else float(noise_hu)
 
     size = int(size)
@@ -214,6 +220,10 @@ def make_phantom_pair(
         if sigma > 0:
             native[i] += _noise(seed, 0, k, shape, sigma)
             contrast[i] += _noise(seed, 1, k, shape, sigma)
+        # Scanners store whole HU within the 12-bit CT range.
+        for vol in (native, contrast):
+            np.rint(vol[i], out=vol[i])
+            np.clip(vol[i], HU_STORED_MIN, HU_STORED_MAX, out=vol[i])
 
     n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     if n_workers <= 1 or n <= 2:

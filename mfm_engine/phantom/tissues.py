@@ -58,18 +58,27 @@ class Tissue:
     # None: the arterial value equals the native one (no enhancement).
     arterial: tuple[float, float, float] | None
     sources: str
+    # When set, the arterial value is the native one plus this enhancement (low, typical, high),
+    # for tissues whose literature figure is an increase rather than an absolute value.
+    enhancement: tuple[float, float, float] | None = None
+
+    def arterial_range(self) -> tuple[float, float, float]:
+        """(low, typical, high) arterial HU, whichever way the table states it."""
+        if self.enhancement is not None:
+            return tuple(n + e for n, e in zip(self.native, self.enhancement, strict=True))  # type: ignore[return-value]
+        return self.arterial if self.arterial is not None else self.native
 
 
 # Order = label value. 0 (outside the body) and 1 (the scanner table) are not tissues.
 TISSUES: tuple[Tissue, ...] = (
     Tissue(0, "air", (-1000, -1000, -1000), None, "definition of the HU scale"),
     Tissue(1, "table", (-1000, -1000, -1000), None, "not a tissue: carbon shell + foam, chosen"),
-    Tissue(2, "skin", (25, 35, 45), (35, 45, 55), "chosen (soft tissue), dermis enhances slightly"),
+    Tissue(2, "skin", (25, 35, 45), None, "chosen (soft tissue), dermis enhances slightly", (4, 8, 12)),
     Tissue(3, "fat_subcutaneous", (-115, -102, -90), None, "[P] fat -50…-100; subcutaneous fat ~-100"),
-    Tissue(4, "muscle", (42, 50, 58), (50, 59, 68), "[M] arterial +8.6 ± 6.2 HU; native chosen"),
+    Tissue(4, "muscle", (42, 50, 58), None, "[M] arterial +8.6 ± 6.2 HU; native chosen", (3, 9, 15)),
     Tissue(5, "fat_visceral", (-110, -95, -85), None, "[P] fat -50…-100"),
     Tissue(6, "lung", (-890, -860, -830), None, "[P] lung (inspiration) -850…-910"),
-    Tissue(7, "liver", (54, 60, 66), (72, 78, 88), "[P] 45–65 native; [RLA] +20–30 HU late arterial"),
+    Tissue(7, "liver", (54, 60, 66), None, "[P] 45–65 native; [RLA] +20–30 HU late arterial", (12, 18, 28)),
     Tissue(8, "spleen", (44, 50, 56), (100, 115, 130), "[P]/[S] native 5–10 below liver; arterial chosen"),
     Tissue(9, "kidney_cortex", (28, 33, 38), (150, 175, 200), "[P] 20–40 native; [K] cortex enhancement"),
     Tissue(10, "kidney_medulla", (24, 29, 34), (55, 70, 85), "[K] cortex − medulla 110–140 HU"),
@@ -89,7 +98,9 @@ TISSUES: tuple[Tissue, ...] = (
     Tissue(22, "gallbladder", (0, 8, 16), None, "bile ≈ water"),
     Tissue(23, "bone_cortical", (750, 850, 1000), None, "[P] bone 700–3000 (thin cortex, partial volume)"),
     Tissue(24, "bone_cancellous", (120, 180, 240), None, "[J] L1 trabecular 89–226 HU by age; contrast ≈ 0"),
-    Tissue(25, "intervertebral_disc", (70, 85, 100), (78, 93, 108), "chosen: annulus/nucleus, slight uptake"),
+    Tissue(
+        25, "intervertebral_disc", (70, 85, 100), None, "chosen: annulus/nucleus, slight uptake", (4, 8, 12)
+    ),
     Tissue(26, "spinal_canal", (15, 22, 30), None, "CSF + cord, chosen"),
 )
 
@@ -114,7 +125,11 @@ def sample_hu(rng: np.random.Generator, *, typical: bool = False) -> dict[str, t
             native = float(n_typ)
         else:
             native = float(np.clip(rng.normal(n_typ, (n_hi - n_lo) / 5.0), n_lo, n_hi))
-        if t.arterial is None:
+        if t.enhancement is not None:
+            e_lo, e_typ, e_hi = t.enhancement
+            enh = e_typ if typical else float(np.clip(rng.normal(e_typ, (e_hi - e_lo) / 5.0), e_lo, e_hi))
+            arterial = native + enh
+        elif t.arterial is None:
             arterial = native
         else:
             a_lo, a_typ, a_hi = t.arterial
