@@ -89,7 +89,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.hover_label.setAlignment(
             QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
         )
-        self.statusBar().addPermanentWidget(self.hover_label, 1)
+        # No stretch: messages (warnings, "Reference opened") keep the rest of the bar.
+        self.statusBar().addPermanentWidget(self.hover_label)
         self.grid.hover_text.connect(self.hover_label.setText)
         self.cursor.subscribe(self._on_cursor)
         self._build_menus()
@@ -369,6 +370,10 @@ class MainWindow(QtWidgets.QMainWindow):
         path = Path(path)
         if path.suffix.lower() != ".png":
             path = path.with_suffix(".png")
+        # Lay out what changed since the last event-loop turn (e.g. the status bar's HU readout).
+        for widget in (self.statusBar(), self):
+            if widget.layout() is not None:
+                widget.layout().activate()
         ok = self.grab().save(str(path), "PNG")
         if not ok:
             self.report_error("Screenshot failed", f"Could not write {path}")
