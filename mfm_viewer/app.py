@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_DISPLAY = 0, 1, 2
@@ -83,6 +84,20 @@ def _load_models(window, model: str | None) -> bool:
     return True
 
 
+def _plain_excepthook(window):
+    """An unexpected error in a slot: details on the terminal, plain words in a dialog."""
+
+    def hook(exc_type, exc, tb) -> None:
+        traceback.print_exception(exc_type, exc, tb)
+        window.report_error(
+            "Unexpected error",
+            f"Something went wrong: {exc_type.__name__}: {exc}\n"
+            "The open study is unchanged. Details were printed on the terminal, for a bug report.",
+        )
+
+    return hook
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the viewer; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -100,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     from mfm_viewer.settings import ViewerSettings
 
     window = MainWindow(ViewerSettings(args.settings))
+    previous_hook, sys.excepthook = sys.excepthook, _plain_excepthook(window)
+    try:
+        return _run(app, window, args)
+    finally:
+        sys.excepthook = previous_hook
+
+
+def _run(app, window, args: argparse.Namespace) -> int:
+    """Open what the command line asks for, then run the event loop or write the screenshot."""
     if args.screenshot:
         window.resize(1600, 1000)
     window.show()
@@ -109,13 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from mfm_engine.demo import demo_study
 
-        contrast, native = demo_study()
-        window.set_study(contrast, reference=native)
+        try:
+            contrast, native = demo_study()
+        except Exception as exc:  # e.g. damaged demo files: say so, keep the empty window
+            window.report_error("Cannot open the demo study", f"{type(exc).__name__}: {exc}")
+            failed = True
+        else:
+            window.set_study(contrast, reference=native)
     if args.reference and window.session is not None:
         failed |= not window.open_reference(args.reference, resample=False if args.screenshot else None)
     if args.translate and window.session is not None:
         if window.engine.translate_volume():
             _wait(app, lambda: not window.engine.busy, 3600)
+            failed |= window.session.synthetic is None
         else:
             window.report_error("Cannot translate", "No model is loaded: open one with --model CKPT.")
             failed = True

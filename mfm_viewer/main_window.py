@@ -301,6 +301,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def open_checkpoint(self, path: str | Path, label: str | None = None) -> bool:
         """Load a model checkpoint; errors become a dialog and leave the current model selected."""
         ok = self.engine.add_checkpoint(path, label)
+        if ok:
+            self._remember_folder(str(path))
         if ok and self.session is not None:
             self.grid.rebuild()
         return ok

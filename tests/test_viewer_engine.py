@@ -217,3 +217,28 @@ def test_opening_another_study_or_closing_cancels_translation(window, qtbot, tin
     window.close()  # waits for the worker, which sees the cancel flag and stops
     assert window.engine.volume_worker is None or window.engine.volume_worker.isFinished()
     assert window.engine.preview_worker.isFinished()
+
+
+def test_stale_preview_requests_are_dropped(window, qtbot, tiny_checkpoint):
+    contrast, _, _ = _study(n_slices=8)
+    window.set_study(contrast)
+    assert window.open_checkpoint(tiny_checkpoint)
+    _wait_preview(qtbot, window)
+    key, worker = window.engine.current_key(), window.engine.preview_worker
+    first = window.cursor.ijk[2]
+    ENGINE_LOCK.acquire()  # the worker takes the next request, then waits for the engine
+    try:
+        axial = window.grid.view("input", "axial")
+        axial.scroll(-1)
+        qtbot.waitUntil(lambda: worker._pending is None)  # picked up: now blocked on the lock
+        dropped = worker.dropped
+        for _ in range(3):
+            axial.scroll(-1)  # three quick scrolls: each replaces the one before
+    finally:
+        ENGINE_LOCK.release()
+    _wait_preview(qtbot, window)
+    assert worker.dropped - dropped == 2
+    cache = window.session.previews
+    assert cache.get(key, first - 1) is not None and cache.get(key, first - 4) is not None
+    assert cache.get(key, first - 2) is None and cache.get(key, first - 3) is None
+    assert window.grid.view("synthetic", "axial").slice_index == first - 4

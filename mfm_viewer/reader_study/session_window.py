@@ -51,7 +51,9 @@ class CasePanel(QtWidgets.QWidget):
         self.header.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         self.header.setStyleSheet(_HEADER_STYLE)
         self.header.setVisible(bool(SIDE_TITLES[side]))
-        self.views: dict[Plane, PlaneView] = {p: PlaneView(p, cursor, self) for p in ("axial", "coronal", "sagittal")}
+        self.views: dict[Plane, PlaneView] = {
+            p: PlaneView(p, cursor, self) for p in ("axial", "coronal", "sagittal")
+        }
         layout.addWidget(self.header, 0, 0, 1, 2)
         layout.addWidget(self.views["axial"], 1, 0, 1, 2)
         layout.addWidget(self.views["coronal"], 2, 0)
@@ -276,7 +278,9 @@ class ReaderSessionWindow(QtWidgets.QMainWindow):
             panel.setVisible(False)
         n = self.session.n_cases
         self.progress_label.setText(f"All {n} cases answered")
-        self.done_page.setText(f"All {n} cases are answered and saved.\nThank you — you may close this window.")
+        self.done_page.setText(
+            f"All {n} cases are answered and saved.\nThank you — you may close this window."
+        )
         self.done_page.setGeometry(self.images.rect())
         self.done_page.show()
         self.done_page.raise_()
@@ -296,7 +300,9 @@ class ReaderSessionWindow(QtWidgets.QMainWindow):
         self._set_status("")
 
     def _update_save_button(self) -> None:
-        ready = self.chosen() is not None and self.confidence() is not None and self.session.case_id is not None
+        ready = (
+            self.chosen() is not None and self.confidence() is not None and self.session.case_id is not None
+        )
         self.save_button.setEnabled(ready)
 
     def _set_status(self, text: str, error: bool = False) -> None:
@@ -415,7 +421,8 @@ class StartSessionDialog(QtWidgets.QDialog):
         self.error_label.setStyleSheet("color: #b00020;")
         form.addRow(self.error_label)
         buttons = QtWidgets.QDialogButtonBox(
-            QtWidgets.QDialogButtonBox.StandardButton.Ok | QtWidgets.QDialogButtonBox.StandardButton.Cancel, self
+            QtWidgets.QDialogButtonBox.StandardButton.Ok | QtWidgets.QDialogButtonBox.StandardButton.Cancel,
+            self,
         )
         buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok).setText("Start")
         buttons.accepted.connect(self.start)
@@ -444,7 +451,9 @@ class StartSessionDialog(QtWidgets.QDialog):
         self.accept()
 
 
-def open_reader_session(parent: QtWidgets.QWidget | None = None, bundle: str | Path = "") -> ReaderSessionWindow | None:
+def open_reader_session(
+    parent: QtWidgets.QWidget | None = None, bundle: str | Path = ""
+) -> ReaderSessionWindow | None:
     """Ask for bundle and reader id, then show the reading window (None when cancelled)."""
     dialog = StartSessionDialog(parent, str(bundle))
     if dialog.exec() != QtWidgets.QDialog.DialogCode.Accepted or dialog.session is None:
