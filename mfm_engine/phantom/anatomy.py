@@ -168,7 +168,7 @@ class Anatomy:
                     hilum=math.atan2(-0.6, -side * 1.0),
                     dc=d_c,
                     h=u(50, 62) * s,
-                    n_pyr=int(rng.integers(6, 9)),
+                    n_pyr=int(rng.integers(5, 8)),
                     psi=u(0, 2 * np.pi),
                 )
             )
@@ -945,7 +945,7 @@ class _Slice:
             ang = np.arctan2(bx.Y - np.float32(c[1]), bx.X - np.float32(c[0]))
             # Pyramids: wide bases under the cortex, apices (papillae) towards the sinus.
             F = rho / np.maximum(rb, np.float32(1e-3))
-            thr = np.float32(0.6) - np.float32(1.3 / 0.42) * (F - np.float32(0.36))
+            thr = np.float32(0.7) - np.float32(1.0 / 0.42) * (F - np.float32(0.36))
             lobes = np.clip((np.cos(k["n_pyr"] * ang + np.float32(k["psi"])) - thr) * np.float32(12.0), 0, 1)
             if abs(t) < 0.8:  # the poles are cortex; a partial fraction there would blur the labels
                 self.c.paint(bx, f * ring * lobes, LABELS["kidney_medulla"], an.values("kidney_medulla"))
