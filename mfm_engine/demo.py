@@ -1,34 +1,40 @@
-"""The demo study and demo model shipped in assets/, so the app does something real on first start."""
+"""The demo study and demo model shipped in assets/, so the app does something real on first start.
+
+The demo study is a recipe (assets/demo_study/demo_study.json: a phantom seed held out from the
+demo model's training, no motion) rather than image files: the phantom is deterministic per seed,
+and its noise does not compress, so the files would only weigh the repository down.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from mfm_engine.volume import Volume
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-DEMO_STUDY_DIR = ASSETS / "demo_study"
+DEMO_STUDY_RECIPE = ASSETS / "demo_study" / "demo_study.json"
 DEMO_MODEL = ASSETS / "demo_model" / "timeresnet_demo.safetensors"
-# The phantom patient the shipped demo study was made from (held out from the demo model's training).
-DEMO_SEED = 900
-DEMO_SLICES = 48
+_FALLBACK_RECIPE = {"seed": 900, "motion_mm": 0.0, "n_slices": 48}
+
+
+def demo_recipe() -> dict:
+    """The demo phantom's seed, motion and slice count."""
+    if DEMO_STUDY_RECIPE.exists():
+        return {**_FALLBACK_RECIPE, **json.loads(DEMO_STUDY_RECIPE.read_text(encoding="utf-8"))}
+    return dict(_FALLBACK_RECIPE)
 
 
 def demo_study() -> tuple[Volume, Volume]:
-    """(contrast, native) of the demo phantom patient: the shipped files, or generated when absent."""
-    contrast_file = DEMO_STUDY_DIR / "contrast.nii.gz"
-    native_file = DEMO_STUDY_DIR / "native.nii.gz"
-    if contrast_file.exists() and native_file.exists():
-        from mfm_engine.io.study import read_study
-
-        contrast, native = read_study(contrast_file), read_study(native_file)
-        for vol, phase in ((contrast, "arterial"), (native, "native")):
-            vol.meta.update(phantom=True, phantom_seed=DEMO_SEED, phase=phase)
-            vol.meta["series_description"] = f"PHANTOM {phase} (demo, seed {DEMO_SEED})"
-        return contrast, native
+    """(contrast, native) of the demo phantom patient."""
     from mfm_engine.phantom import make_phantom_pair
 
-    pair = make_phantom_pair(DEMO_SEED, motion_mm=0.0, n_slices=DEMO_SLICES)
+    recipe = demo_recipe()
+    pair = make_phantom_pair(
+        int(recipe["seed"]), motion_mm=float(recipe["motion_mm"]), n_slices=recipe["n_slices"]
+    )
+    for vol in (pair.contrast, pair.native):
+        vol.meta["demo"] = True
     return pair.contrast, pair.native
 
 
