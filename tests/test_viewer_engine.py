@@ -64,25 +64,29 @@ def test_live_preview_shows_the_engine_result_and_is_cached(window, qtbot, tiny_
     window.set_study(contrast, reference=native)
     assert window.engine_panel.preview_status.text() == "no model loaded"
     assert window.open_checkpoint(tiny_checkpoint)
-    assert window.engine_panel.device.text() == "cpu"
+    translator = window.engine.translator()
+    assert window.engine_panel.device.text() == str(translator.device)  # "cpu", or "cuda:0" on a GPU
     _wait_preview(qtbot, window)
     k = window.cursor.ijk[2]
-    expected = Translator.from_checkpoint(tiny_checkpoint, device="cpu").translate_slice(
+    # The same checkpoint on the same device, called directly (the GUI worker is idle now).
+    expected = Translator.from_checkpoint(tiny_checkpoint, device=str(translator.device)).translate_slice(
         contrast.hu[k], direction="c2n", solver="euler", steps=1
     )
     view = window.grid.view("synthetic", "axial")
-    np.testing.assert_allclose(view.image.image, expected.hu, atol=1e-3)
+    tol = 1e-3 if translator.device.type == "cpu" else 2.0  # GPU autocast may round differently
+    np.testing.assert_allclose(view.image.image, expected.hu, atol=tol)
+    shown = view.image.image  # LPS identity: the axial view is the array as it is
     assert view.labels.synthetic.isVisible() and view.labels.synthetic.text() == "SYNTHETIC"
     assert window.engine_panel.preview_status.text().startswith("NFE 1 ·")
     # The HU readout under the aorta is the synthetic value there, for every pane.
     j, i = (int(v) for v in np.round(np.argwhere(labels["aorta"][k]).mean(axis=0)))
     values = window.grid.readouts((i, j, k))
-    assert values["synthetic"] == pytest.approx(float(expected.hu[j, i]), abs=1e-3)
+    assert values["synthetic"] == pytest.approx(float(shown[j, i]), abs=1e-3)
     assert values["input"] == 300.0 and values["reference"] == 40.0
-    assert values["diff_input"] == pytest.approx(float(expected.hu[j, i]) - 300.0, abs=1e-3)
+    assert values["diff_input"] == pytest.approx(float(shown[j, i]) - 300.0, abs=1e-3)
     # Slice metrics against the reference, in its body mask.
     ref = native.hu[k]
-    want = compare(expected.hu, ref, body_mask(ref))
+    want = compare(shown, ref, body_mask(ref))
     assert window.engine_panel.metrics_text("slice")[0] == f"{want['mae_hu']:.1f} HU"
     shot(window, "10_live_preview")
 
@@ -95,14 +99,14 @@ def test_live_preview_shows_the_engine_result_and_is_cached(window, qtbot, tiny_
     window.engine_panel.steps.setValue(1)
     assert not window.engine.preview_pending
     assert window.engine_panel.preview_status.text().endswith("(cached)")
-    np.testing.assert_allclose(view.image.image, expected.hu, atol=1e-3)
+    np.testing.assert_array_equal(view.image.image, shown)
 
     # Native → contrast is the same field integrated the other way: a different image.
     window.engine_panel.direction.setCurrentIndex(window.engine_panel.direction.findData("n2c"))
     _wait_preview(qtbot, window)
     assert window.grid.headers["synthetic"].text().startswith("SYNTHETIC contrast")
     view = window.grid.view("synthetic", "axial")  # the column was rebuilt with its new title
-    assert not np.allclose(view.image.image, expected.hu, atol=1e-3)
+    assert not np.allclose(view.image.image, shown, atol=1.0)
 
 
 def test_translate_volume_fills_every_plane_and_exports_dicom(window, qtbot, tiny_checkpoint, tmp_path):
@@ -116,8 +120,10 @@ def test_translate_volume_fills_every_plane_and_exports_dicom(window, qtbot, tin
     assert outcome.args == ["done"]
     syn = window.session.synthetic
     assert syn.is_synthetic and syn.meta["provenance"]["solver"] == "euler"
-    expected = Translator.from_checkpoint(tiny_checkpoint, device="cpu").translate_volume(contrast)
-    np.testing.assert_allclose(syn.hu, expected.hu, atol=1e-3)
+    device = str(window.engine.translator().device)
+    expected = Translator.from_checkpoint(tiny_checkpoint, device=device).translate_volume(contrast)
+    # fp32 on a CPU is bit-stable; GPU autocast (bf16) may round differently between runs.
+    np.testing.assert_allclose(syn.hu, expected.hu, atol=1e-3 if device == "cpu" else 2.0)
     assert window.engine_panel.progress.value() == contrast.shape[0]
     assert coronal.image.isVisible()
     np.testing.assert_allclose(coronal.image.image, syn.hu[::-1, window.cursor.ijk[1], :], atol=1e-3)
@@ -138,7 +144,9 @@ def test_translate_volume_fills_every_plane_and_exports_dicom(window, qtbot, tin
     assert axial.overlay.isVisible() and window.grid.colorbar.isVisible()
     k = window.cursor.ijk[2]
     # (the axial synthetic slice is the cached preview: batch arithmetic differs in the last bits)
-    np.testing.assert_allclose(axial.overlay.image, syn.hu[k] - contrast.hu[k], atol=1e-2)
+    np.testing.assert_allclose(
+        axial.overlay.image, syn.hu[k] - contrast.hu[k], atol=1e-2 if device == "cpu" else 4.0
+    )
     assert tuple(axial.overlay.levels) == (-300.0, 300.0)
     assert axial.labels.synthetic.isVisible() and axial.labels.synthetic.text() == "SYNTHETIC Δ overlay"
     assert "diff_input" not in {key for key, _ in window.grid.views}
@@ -242,3 +250,27 @@ def test_stale_preview_requests_are_dropped(window, qtbot, tiny_checkpoint):
     assert cache.get(key, first - 1) is not None and cache.get(key, first - 4) is not None
     assert cache.get(key, first - 2) is None and cache.get(key, first - 3) is None
     assert window.grid.view("synthetic", "axial").slice_index == first - 4
+
+
+def test_demo_model_removes_iodine_from_the_aorta(window, qtbot):
+    """With the shipped demo model, the live preview of the demo study turns the aorta native."""
+    from mfm_engine.demo import demo_checkpoint, demo_recipe
+    from mfm_engine.phantom import make_phantom_pair
+
+    ckpt = demo_checkpoint()
+    if ckpt is None:
+        pytest.skip("the demo model is not in assets/ (it comes with the training issue)")
+    pair = make_phantom_pair(int(demo_recipe()["seed"]), motion_mm=0.0, n_slices=4)
+    window.set_study(pair.contrast, reference=pair.native)
+    assert window.open_checkpoint(ckpt)
+    aorta = pair.label_mask("aorta")
+    k = int(np.argmax(aorta.sum(axis=(1, 2))))
+    window.cursor.set_axis(2, k)
+    _wait_preview(qtbot, window)
+    syn = window.grid.view("synthetic", "axial")
+    assert syn.slice_index == k
+    synthetic_hu = window.session.slice("synthetic", "axial", k)[aorta[k]].mean()
+    native_hu, contrast_hu = pair.native.hu[k][aorta[k]].mean(), pair.contrast.hu[k][aorta[k]].mean()
+    # Most of the enhancement (≈ 300 HU in the phantom's aorta) is gone.
+    assert abs(synthetic_hu - native_hu) < 0.25 * (contrast_hu - native_hu)
+    shot(window, "14_demo_model_preview")
