@@ -9,15 +9,10 @@ import math
 
 from PySide6 import QtCore, QtWidgets
 
+from mfm_engine.solvers import SOLVERS
 from mfm_viewer.logic.engine_key import DIRECTIONS
 
-try:  # the solver registry is the engine's; fall back to the design's list if it is not importable
-    from mfm_engine.solvers import SOLVERS
-
-    SOLVER_NAMES = list(SOLVERS)
-except ImportError:  # pragma: no cover - only while the engine is incomplete
-    SOLVER_NAMES = ["euler", "midpoint", "heun", "rk3", "rk4", "adams", "dopri5"]
-
+SOLVER_NAMES = list(SOLVERS)
 NO_MODEL = "no model loaded"
 
 

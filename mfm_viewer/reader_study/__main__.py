@@ -1,4 +1,4 @@
-"""``python -m mfm_viewer.reader_study read [BUNDLE] | design | results``: the reader-study windows on their own."""
+"""``python -m mfm_viewer.reader_study read [BUNDLE] | design | results``: the reader-study windows."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
@@ -347,7 +348,7 @@ def _num(x: float, digits: int = 3) -> str:
 
 
 class ResultsView(QtWidgets.QWidget):
-    """Bundle + key + readers' results → per-reader table, pooled estimate, agreement, plots, report export."""
+    """Bundle + key + readers' results → per-reader table, pooled estimate, agreement, plots, report."""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -465,7 +466,8 @@ class ResultsView(QtWidgets.QWidget):
         p = a.pooled
         if p.n_answers and not math.isnan(p.low):
             pooled = (
-                f"Pooled proportion correct <b>{_pct(p.proportion)}</b> (95 % CI {_pct(p.low)}–{_pct(p.high)}, "
+                f"Pooled proportion correct <b>{_pct(p.proportion)}</b> "
+                f"(95 % CI {_pct(p.low)}–{_pct(p.high)}, "
                 f"p = {_num(p.p_value)} vs 50 %) — logistic GEE clustered by case, readers fixed."
             )
         else:
@@ -564,10 +566,10 @@ class ResultsView(QtWidgets.QWidget):
             if not math.isnan(ci[0]):
                 plot.addItem(
                     pg.ErrorBarItem(
-                        x=[x],
-                        y=[acc],
-                        top=[ci[1] - acc],
-                        bottom=[acc - ci[0]],
+                        x=np.array([x], dtype=float),
+                        y=np.array([acc], dtype=float),
+                        top=np.array([ci[1] - acc], dtype=float),
+                        bottom=np.array([acc - ci[0]], dtype=float),
                         beam=0.2,
                         pen=pg.mkPen(colour, width=2),
                     )
