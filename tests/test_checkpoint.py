@@ -227,7 +227,7 @@ def test_config_that_does_not_match_the_weights_lists_shape_mismatches(saved):
     _, weights = saved
     _edit_sidecar(weights, lambda d: d["model"].update(base_channels=8))
     err = _raises(weights, str(weights), "do not match", "shape mismatches", "conv_in.weight")
-    assert "(16, 2, 3, 3)" in str(err) and "(8, 2, 3, 3)" in str(err)
+    assert "(16, 32, 3, 3)" in str(err) and "(8, 32, 3, 3)" in str(err)  # 2 inputs × 4×4 stem
 
 
 def test_config_that_does_not_match_the_weights_lists_missing_and_unexpected_keys(saved):

@@ -169,7 +169,8 @@ def test_all_parameters_receive_gradients():
 
 def test_conditioning_channels_for_a_conditional_denoiser():
     model = _seeded({"name": "timeresnet", "preset": "tiny", "cond_channels": 1})
-    assert model.conv_in.in_channels == 3
+    patch = model.mfm_config["patch_size"]
+    assert model.conv_in.in_channels == 3 * patch * patch  # [x_t, t·1, cond] through the pixel-unshuffle stem
     x, cond = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
     with torch.inference_mode():
         out = model(x, torch.rand(2), cond)
@@ -195,7 +196,7 @@ def test_group_norm_groups_always_divide_channels():
     )
     norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert all(m.num_channels % m.num_groups == 0 for m in norms)
-    assert model(torch.randn(1, 1, 8, 8), 0.5).shape == (1, 1, 8, 8)
+    assert model(torch.randn(1, 1, 32, 32), 0.5).shape == (1, 1, 32, 32)
 
 
 # -- registry ---------------------------------------------------------------------------------
