@@ -109,8 +109,9 @@ class VelocityNet(nn.Module):
             t = t.expand(batch)
         if t.numel() != batch:
             raise ModelConfigError(f"{name}: t must hold one time per batch item ({batch}), got {t.numel()}")
-        t = t.to(x_t.dtype)
-        parts = [x_t, t[:, None, None, None].expand_as(x_t)]
+        # Keep t in float32 for the embedding: in bf16, t·1000 would be resolved only to ~±2.
+        t = t.to(torch.float32)
+        parts = [x_t, t.to(x_t.dtype)[:, None, None, None].expand_as(x_t)]
         if self.cond_channels:
             want = (batch, self.cond_channels, h, w)
             if cond is None or tuple(cond.shape) != want:
