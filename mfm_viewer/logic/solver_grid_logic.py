@@ -239,15 +239,26 @@ def spread_overlay_rgb(
     return np.round(out).astype(np.uint8)
 
 
-def grid_shape(n: int, aspect: float = 1.0, width: float = 16.0, height: float = 9.0) -> tuple[int, int]:
-    """(rows, cols) for ``n`` tiles of height/width ``aspect`` that best fill a width:height area."""
+def grid_shape(
+    n: int,
+    aspect: float = 1.0,
+    width: float = 1600.0,
+    height: float = 900.0,
+    extra_h: float = 0.0,
+    min_w: float = 0.0,
+) -> tuple[int, int]:
+    """(rows, cols) for ``n`` images of height/width ``aspect`` that makes them largest in a width × height
+    area, when every tile also spends ``extra_h`` on text rows and needs ``min_w`` for its text."""
     if n <= 0:
         return 0, 0
-    best, best_score = (1, n), -1.0
+    best, best_size = (1, n), -1.0
     for cols in range(1, n + 1):
         rows = math.ceil(n / cols)
-        tile = min(width / cols, height / (rows * aspect))  # tile width that fits
-        score = tile * tile * aspect * n  # area covered by images
-        if score > best_score + 1e-9:
-            best, best_score = (rows, cols), score
+        room_w = width / cols
+        room_h = height / rows - extra_h
+        if room_h <= 0 or (room_w < min_w and cols > 1):
+            continue
+        size = min(room_w, room_h / aspect)  # image width that fits its tile
+        if size > best_size + 1e-9:
+            best, best_size = (rows, cols), size
     return best
