@@ -9,6 +9,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from mfm_engine.errors import GeometryMismatchError, SeriesChoiceError
 from mfm_engine.volume import Volume
+from mfm_viewer.analysis_views import install as install_analysis_views
 from mfm_viewer.dialogs import SeriesPickerDialog, ask_resample, plain_message, show_error
 from mfm_viewer.engine_controller import EngineController
 from mfm_viewer.engine_panel import EnginePanel
@@ -94,6 +95,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.grid.hover_text.connect(self.hover_label.setText)
         self.cursor.subscribe(self._on_cursor)
         self._build_menus()
+        # View ▸ Solver comparison… and View ▸ 3D iodine view, made on first use (analysis_views.py).
+        self.analysis_views = install_analysis_views(self)
         geometry = self.settings.qs.value("window/geometry")
         if isinstance(geometry, QtCore.QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
