@@ -386,7 +386,7 @@ class ResultsView(QtWidgets.QWidget):
         self.table = QtWidgets.QTableWidget(0, 0, self)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        layout.addWidget(self.table, 2)
+        layout.addWidget(self.table, 1)
 
         plots = QtWidgets.QHBoxLayout()
         self.accuracy_plot = pg.PlotWidget(background="w")
@@ -589,8 +589,8 @@ class ResultsView(QtWidgets.QWidget):
         plot.setLabel("bottom", "false-positive rate (real called synthetic)", color="k")
         plot.setLabel("left", "true-positive rate", color="k")
         plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.02)
-        plot.setAspectLocked(True)
-        legend = plot.addLegend(offset=(-10, 10))
+        plot.setLimits(xMin=-0.05, xMax=1.05, yMin=-0.05, yMax=1.05)
+        legend = plot.addLegend(offset=(-10, -10), labelTextColor="k")
         plot.plot([0, 1], [0, 1], pen=pg.mkPen("#888888", style=QtCore.Qt.PenStyle.DashLine))
         for i, r in enumerate(a.readers):
             fpr, tpr = r.roc
