@@ -224,12 +224,23 @@ def test_a_damaged_case_is_reported_not_crashed(paired, tmp_path, qtbot):
     copy = tmp_path / "bundle"
     shutil.copytree(paired.bundle, copy)
     session = ReadingSession(copy, "R1", tmp_path / "results")
-    for f in paired.manifest.case(session.case_id).files.values():
+    second = session.order[1]
+    for f in paired.manifest.case(second).files.values():
         (copy / f.path).write_bytes(b"broken")
     window = ReaderSessionWindow(session)
     qtbot.addWidget(window)
     window.show()
+    window.choice_buttons["left"].click()
+    window.confidence_buttons[3].click()
+    window.save_button.click()
+    # The second case is damaged: its images are not shown, the first case's are gone, no answer possible.
+    assert session.case_id == second
     assert "cannot be shown" in window.saved_label.text() and "changed after" in window.saved_label.text()
+    assert all(panel.isHidden() for panel in window.panels.values())
+    assert window.progress_label.text() == "Case 2 of 4"
+    window.choice_buttons["right"].click()
+    window.confidence_buttons[3].click()
+    assert not window.save_button.isEnabled()
     window.close()
 
 

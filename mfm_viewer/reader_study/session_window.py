@@ -232,17 +232,30 @@ class ReaderSessionWindow(QtWidgets.QMainWindow):
         return panel
 
     # -- showing cases --------------------------------------------------------------------------
-    def show_current_case(self) -> None:
-        """Draw the case the session has on screen, at the initial window and zoom; or the end page."""
+    def show_current_case(self) -> bool:
+        """Draw the case the session has on screen, at the initial window and zoom, or the end page.
+
+        False when the case's files cannot be shown (the reason is in the answer panel).
+        """
         session = self.session
         self._clear_answer()
         if session.case_id is None:
             self._show_done()
-            return
+            return True
         try:
             volumes = session.volumes()
         except Exception as exc:  # a damaged or missing case file: say so, do not crash
-            self._set_status(f"This case cannot be shown: {plain_message(exc)}", error=True)
+            # Never leave the previous case's images up under this case's answer panel.
+            for panel in self.panels.values():
+                panel.setVisible(False)
+            for button in (*self.choice_buttons.values(), *self.confidence_buttons.values()):
+                button.setEnabled(False)
+            self.save_button.setEnabled(False)
+            self.progress_label.setText(f"Case {(session.position or 0) + 1} of {session.n_cases}")
+            self._set_status(
+                f"This case cannot be shown: {plain_message(exc)} Please tell the study coordinator.",
+                error=True,
+            )
             return
         self.done_page.hide()
         first = next(iter(volumes.values()))
@@ -272,6 +285,7 @@ class ReaderSessionWindow(QtWidgets.QMainWindow):
         self.back_button.setEnabled(session.can_revise and position > 0)
         self.resume_button.setEnabled(session.can_revise and saved is not None)
         self._update_save_button()
+        return True
 
     def _show_done(self) -> None:
         for panel in self.panels.values():
@@ -301,7 +315,10 @@ class ReaderSessionWindow(QtWidgets.QMainWindow):
 
     def _update_save_button(self) -> None:
         ready = (
-            self.chosen() is not None and self.confidence() is not None and self.session.case_id is not None
+            self.chosen() is not None
+            and self.confidence() is not None
+            and self.session.case_id is not None
+            and not all(panel.isHidden() for panel in self.panels.values())
         )
         self.save_button.setEnabled(ready)
 
@@ -335,8 +352,7 @@ class ReaderSessionWindow(QtWidgets.QMainWindow):
             self._set_status(f"Not saved: {plain_message(exc)}", error=True)
             return False
         self.answered.emit(case_id)
-        self.show_current_case()
-        if self.session.case_id is not None:
+        if self.show_current_case() and self.session.case_id is not None:
             self._set_status("Previous answer saved.")
         return True
 
