@@ -256,7 +256,7 @@ class ReaderSessionWindow(QtWidgets.QMainWindow):
                 f"This case cannot be shown: {plain_message(exc)} Please tell the study coordinator.",
                 error=True,
             )
-            return
+            return False
         self.done_page.hide()
         first = next(iter(volumes.values()))
         self._applying_initial = True
