@@ -110,3 +110,102 @@ def install(window: QtWidgets.QMainWindow) -> AnalysisViews:
     view3d.triggered.connect(lambda _=False: views.show_3d())
     window.analysis_views = views
     return views
+
+
+# -- scripted screenshots -----------------------------------------------------------------------
+def _wait(app: Any, condition: Any, timeout_s: float) -> bool:
+    import time
+
+    end = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        app.processEvents()
+        time.sleep(0.01)
+    return True
+
+
+def screenshots(argv: list[str] | None = None) -> int:
+    """``python -m mfm_viewer.analysis_views [STUDY]``: the solver grid and 3D view as PNGs, offscreen."""
+    import argparse
+    import os
+    import sys
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(
+        prog="python -m mfm_viewer.analysis_views",
+        description="Render the solver comparison (plain and difference) and the 3D iodine view to PNGs.",
+    )
+    p.add_argument("study", nargs="?", help="study to open (default: the demo phantom with its true native)")
+    p.add_argument("--reference", help="real native on the study's grid")
+    p.add_argument("--model", help="checkpoint (default: the demo model)")
+    p.add_argument("--synthetic", help="a translated volume for the 3D view (default: translate the study)")
+    p.add_argument("--grid", default=None, help="solver:steps list (default: the grid's default)")
+    p.add_argument("--slice", type=int, default=None, help="axial slice index (default: the middle)")
+    p.add_argument("--out-dir", default=".", help="where the PNGs go (default: here)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6 import QtWidgets
+
+    from mfm_engine.demo import demo_checkpoint, demo_study
+    from mfm_viewer.main_window import MainWindow
+    from mfm_viewer.settings import ViewerSettings
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    settings_dir = tempfile.mkdtemp(prefix="mfm_views_")  # never the user's own viewer settings
+    window = MainWindow(ViewerSettings(Path(settings_dir) / "viewer.ini"))
+    window.resize(1600, 1000)
+    window.show()
+    if args.study:
+        if not window.open_study(args.study, reference=args.reference):
+            print(f"could not open {args.study}", file=sys.stderr)
+            return 2
+    else:
+        contrast, native = demo_study()
+        window.set_study(contrast, reference=native)
+    model = args.model or demo_checkpoint()
+    if model is None or not window.open_checkpoint(model):
+        print("no model: give --model CKPT (the demo model is not installed)", file=sys.stderr)
+        return 2
+    if args.slice is not None:
+        i, j, _k = window.cursor.ijk
+        window.cursor.set_ijk((i, j, args.slice))
+    views: AnalysisViews = window.analysis_views
+    grid = views.show_solver_grid()
+    grid.resize(1600, 1000)
+    if args.grid and not grid.set_settings(args.grid):
+        print(grid.status.text(), file=sys.stderr)
+        return 2
+    _wait(app, lambda: grid.finished and len(grid.results) == len(grid.specs), 1800)
+    grid.grab().save(str(out / "solver_grid.png"), "PNG")
+    grid.set_diff_mode(True)
+    app.processEvents()
+    grid.grab().save(str(out / "solver_grid_difference.png"), "PNG")
+    if args.synthetic:
+        from mfm_engine.io.study import read_study
+
+        synthetic = read_study(args.synthetic)
+        synthetic.meta.setdefault("synthetic", True)
+        window.session.set_synthetic(synthetic, None)
+    else:
+        window.engine.translate_volume()
+        _wait(app, lambda: not window.engine.busy, 1800)
+    pane = views.show_3d()
+    _wait(app, lambda: pane.state != "probing", 120)
+    pane.refresh(force=True)
+    _wait(app, lambda: pane.state != "no data" and pane.last_image is not None or pane.state == "failed", 120)
+    app.processEvents()
+    pane.grab().save(str(out / "view3d.png"), "PNG")
+    window.grab().save(str(out / "main_window_3d.png"), "PNG")
+    print(f"wrote solver_grid.png, solver_grid_difference.png, view3d.png, main_window_3d.png to {out}")
+    print(f"3D view: {pane.state}" + (f" ({pane.message_text})" if pane.state == "failed" else ""))
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(screenshots())

@@ -182,7 +182,9 @@ class SolverGridWorker(QtCore.QThread):
                     if job.reference is None
                     else {"mae_hu": row.mae_hu, "ssim": row.ssim, "psnr_db": row.psnr_db}
                 )
-                result = TileResult(spec, job.index, run.hu, row.nfe, row.seconds, metrics)
+                result = TileResult(
+                    spec, job.index, run.hu, row.nfe, row.seconds, metrics, solver=row.solver, steps=row.steps
+                )
                 self.tile_done.emit(job.generation, result)
             self.job_finished.emit(job.generation, outcome)
 
@@ -832,6 +834,7 @@ class SolverGridView(QtWidgets.QWidget):
             tile.status = self.failures.get(spec, "running…" if spec == self.running else "waiting…")
             tile.cost_text, tile.metrics_text, tile.note = "", "", ""
             return
+        tile.title = result.label if self.mode == "solvers" else f"{spec.model_label} · {result.label}"
         if self.diff_mode and spec in diffs:
             tile.set_image(diverging_rgb(self._display(diffs[spec]), diff_range))
             is_base = base is not None and spec == base.spec and against != "reference"

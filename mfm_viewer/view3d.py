@@ -607,8 +607,11 @@ class Iodine3DView(QtWidgets.QWidget):
         self.renderer.set_body_visible(self.body_check.isChecked())
         self._update_transfer()
         self._update_crosshair()
-        prov = synthetic.meta.get("provenance", {})
-        made = f"{prov.get('model', 'model')}, {prov.get('solver', '?')} × {prov.get('steps', '?')}"
+        prov = synthetic.meta.get("provenance")
+        if prov:
+            made = f"{prov.get('model', 'model')}, {prov.get('solver', '?')} × {prov.get('steps', '?')}"
+        else:
+            made = str(synthetic.meta.get("series_description") or "no provenance recorded")
         phantom = " · PHANTOM" if input_volume.meta.get("phantom") else ""
         shown = " × ".join(str(n) for n in small.shape[::-1])
         self.info.setText(

@@ -170,6 +170,27 @@ def test_checkpoints_are_rows(pair, ckpt, ckpt_b):
         assert run.row.mae_hu == pytest.approx(compare(expected.hu, ref, body_mask(ref))["mae_hu"], abs=1e-3)
 
 
+def test_a_regression_baseline_is_one_pass_whatever_the_setting(pair, translator, tmp_path):
+    torch.manual_seed(2)
+    path = save_checkpoint(
+        build_model(TINY),
+        tmp_path / "reg",
+        model_config=TINY,
+        kind="regression",
+        trained_on="test",
+        direction="c2n",
+    )
+    reg = Translator.from_checkpoint(path, device="cpu")
+    hu = pair.contrast.hu[1]
+    result = compare_grid(
+        {"flow": translator, "unet": reg}, hu, [Setting("heun", 2)], reference=pair.native.hu[1]
+    )
+    flow, baseline = result.rows
+    assert (flow.solver, flow.steps, flow.nfe) == ("heun", 2, 4)
+    assert (baseline.solver, baseline.steps, baseline.nfe) == ("single pass", 1, 1)
+    np.testing.assert_allclose(result.runs[1].hu, reg.translate_slice(hu).hu, atol=1e-3)
+
+
 def test_cancel_stops_the_grid(pair, translator):
     with pytest.raises(TranslationCancelled):
         compare_grid(translator, pair.contrast.hu[0], parse_grid(GRID), cancel=lambda: True)

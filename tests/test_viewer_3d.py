@@ -211,3 +211,23 @@ def test_turned_off_pane_fails_soft(window, qtbot, pair, monkeypatch):
         assert window.grid.view("input", "axial").slice_index == (k + 1) % pair.contrast.shape[0]
     finally:
         view3d.reset_probe()
+
+
+def test_a_crashing_opengl_is_caught_by_the_probe(window, qtbot, pair, monkeypatch):
+    """vtk forced onto OSMesa: without libOSMesa the test render segfaults, in the probe's process only."""
+    monkeypatch.setenv("VTK_DEFAULT_OPENGL_WINDOW", "vtkOSOpenGLRenderWindow")
+    view3d.reset_probe()
+    try:
+        window.set_study(pair.contrast)
+        pane = _views(window).show_3d()
+        qtbot.waitUntil(lambda: pane.state != "probing", timeout=120000)
+        if pane.state == "failed":
+            assert "Offscreen OpenGL does not work here" in pane.message.text()
+        else:  # OSMesa is installed here: the pane works through it
+            assert pane.state == "no data" and "Translate the volume first" in pane.message.text()
+        # Either way this process is alive and the window still answers.
+        i, j, k = window.cursor.ijk
+        window.cursor.set_ijk((i, j, (k + 1) % pair.contrast.shape[0]))
+        assert window.grid.view("input", "axial").slice_index == (k + 1) % pair.contrast.shape[0]
+    finally:
+        view3d.reset_probe()

@@ -292,7 +292,7 @@ def test_stale_slices_are_dropped_and_cancel_stops(window, qtbot, pair, ckpt):
     assert len(grid.results) == 4
 
 
-def test_checkpoint_comparison_and_tile_click(window, qtbot, pair, ckpt, ckpt_b):
+def test_checkpoint_comparison_and_tile_click(window, qtbot, pair, ckpt, ckpt_b, tmp_path):
     grid = _open(window, qtbot, pair, ckpt, settings="euler:1")
     assert window.open_checkpoint(ckpt_b)
     grid.set_mode("checkpoints")
@@ -305,6 +305,22 @@ def test_checkpoint_comparison_and_tile_click(window, qtbot, pair, ckpt, ckpt_b)
         np.testing.assert_allclose(grid.results[spec].hu, expected.hu, atol=1e-3)
         assert grid.tiles[spec].title.startswith(spec.model_label)
     assert not grid.table.isColumnHidden(0)
+    # A regression baseline joins the comparison: one pass, whatever the solver setting.
+    torch.manual_seed(3)
+    reg = save_checkpoint(
+        build_model(TINY),
+        tmp_path / "reg",
+        model_config=TINY,
+        kind="regression",
+        trained_on="test",
+        direction="c2n",
+    )
+    assert window.open_checkpoint(reg)
+    _wait(qtbot, grid)
+    assert len(grid.specs) == 3
+    baseline = grid.results[grid.specs[2]]
+    assert (baseline.nfe, baseline.label, baseline.row().solver) == (1, "single pass", "single pass")
+    assert grid.tiles[grid.specs[2]].title.endswith("· single pass")
     _shot(grid, "solver_grid_checkpoints")
     # A click on a tile moves the shared crosshair to that pixel.
     tile = grid.tiles[grid.specs[0]]

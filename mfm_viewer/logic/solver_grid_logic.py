@@ -51,14 +51,24 @@ class TileResult:
     nfe: int
     seconds: float
     metrics: dict[str, float | None] | None = None
+    # What actually ran, when the model is not a flow: 'single pass' (regression) or 'ddim' (DDPM).
+    solver: str | None = None
+    steps: int | None = None
+
+    @property
+    def label(self) -> str:
+        """'heun × 2', or what a non-flow model did instead ('single pass', 'ddim × 50')."""
+        if self.solver is None or self.solver == self.spec.setting.solver:
+            return self.spec.setting.label
+        return self.solver if self.solver == "single pass" else f"{self.solver} × {self.steps}"
 
     def row(self) -> CompareRow:
         """This tile as a line of the comparison table."""
         m = self.metrics or {}
         return CompareRow(
             model=self.spec.model_label,
-            solver=self.spec.setting.solver,
-            steps=self.spec.setting.steps,
+            solver=self.solver or self.spec.setting.solver,
+            steps=self.steps if self.steps is not None else self.spec.setting.steps,
             nfe=self.nfe,
             seconds=self.seconds,
             mae_hu=m.get("mae_hu"),
