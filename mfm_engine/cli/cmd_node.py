@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # our log says what matters, once
+    logging.getLogger("pynetdicom").propagate = False  # our log says what matters, once
     model = args.model
     if model == "demo":
         from mfm_engine.demo import demo_checkpoint

@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _quiet_network_logs() -> None:
     # pynetdicom logs every failure itself; our errors already say what happened, in one line.
-    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    logging.getLogger("pynetdicom").propagate = False
 
 
 def _client(args: argparse.Namespace, **options: Any):

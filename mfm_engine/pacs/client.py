@@ -16,6 +16,7 @@ from mfm_engine.pacs.retrieve import (
     RetrieveResult,
     cached_result,
     is_cancelled,
+    is_uid,
     mark_study_complete,
 )
 
@@ -156,6 +157,6 @@ def status_text(code: int, table: dict[int, tuple[str, str]], comment: str = "")
 def require_uid(uid: str, what: str) -> str:
     """A stripped UID; PacsError when it is empty or not digits and dots."""
     text = (uid or "").strip()
-    if not text or len(text) > 64 or not all(c.isdigit() or c == "." for c in text):
-        raise PacsError(f"{what} UID {uid!r} is not a DICOM UID (digits and dots, at most 64 characters)")
+    if not is_uid(text):
+        raise PacsError(f"{what} UID {uid!r} is not a DICOM UID (numbers and dots, at most 64 characters)")
     return text

@@ -87,10 +87,15 @@ def _captured_pynetdicom_errors() -> Iterator[_LogCapture]:
     logger = logging.getLogger("pynetdicom")
     capture = _LogCapture()
     logger.addHandler(capture)
+    # The reasons are logged at ERROR; an application that silenced pynetdicom must not lose them here.
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.ERROR:
+        logger.setLevel(logging.ERROR)
     try:
         yield capture
     finally:
         logger.removeHandler(capture)
+        logger.setLevel(level)
 
 
 def _after(lines: list[str], prefix: str) -> str:
@@ -497,4 +502,3 @@ class DimseClient(PacsClient):
                 f"first: {first}: {why}"
             )
         return result
-

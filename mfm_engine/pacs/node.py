@@ -36,6 +36,7 @@ from mfm_engine.pacs.dimse import RECEIVE_TRANSFER_SYNTAXES
 from mfm_engine.pacs.errors import PacsConnectionError, PacsError
 from mfm_engine.pacs.jobs import Job, JobStore
 from mfm_engine.pacs.nodes import APP_DIR, Node, validate_ae_title
+from mfm_engine.pacs.retrieve import is_uid
 
 log = logging.getLogger("mfm.node")
 
@@ -237,11 +238,16 @@ class TranslationNode:
 
     def _on_rejected(self, event: evt.Event) -> None:
         rq = event.assoc.requestor
-        log.warning(
-            "rejected an association from %s at %s: calling AE title not on the allow-list, "
-            "or called AE title %r is not this node's %r",
-            rq.ae_title, rq.address, getattr(event.assoc.acceptor, "ae_title", "?"), self.settings.ae_title,
-        )  # fmt: skip
+        calling = str(rq.ae_title).strip()
+        called = str(getattr(rq.primitive, "called_ae_title", "") or "").strip()
+        s = self.settings
+        if not s.allow_any and calling not in s.allow:
+            why = f"calling AE title {calling!r} is not on the allow-list ({', '.join(s.allow)})"
+        elif called and called != s.ae_title:
+            why = f"it called AE title {called!r}, not this node's {s.ae_title!r}"
+        else:
+            why = "too many associations or a failed negotiation"
+        log.warning("rejected an association from %s at %s: %s", calling, rq.address, why)
 
     @staticmethod
     def _status(code: int, comment: str) -> Dataset:
@@ -262,7 +268,7 @@ class TranslationNode:
         except Exception as exc:  # noqa: BLE001 - one broken instance must not stop the server
             log.warning("refused an instance from %s that could not be decoded: %s", calling, exc)
             return self._status(STATUS_CANNOT_UNDERSTAND, "MFM node: could not decode the data set")
-        if not _is_uid(series_uid) or not _is_uid(sop_uid):
+        if not is_uid(series_uid) or not is_uid(sop_uid):
             log.warning("refused an instance from %s: missing or invalid Series/SOP Instance UID", calling)
             return self._status(STATUS_CANNOT_UNDERSTAND, "MFM node: missing or invalid UIDs")
         store = self.store
@@ -467,10 +473,6 @@ class TranslationNode:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
-
-
-def _is_uid(text: str) -> bool:
-    return bool(text) and len(text) <= 64 and all(c.isdigit() or c == "." for c in text)
 
 
 def _refusal(volume: Any) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -53,10 +54,18 @@ def cache_folder(root: str | os.PathLike[str], study_uid: str, series_uid: str |
     return path
 
 
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def is_uid(text: str) -> bool:
+    """True for a DICOM UID: numbers separated by single dots, at most 64 characters."""
+    return bool(text) and len(text) <= 64 and _UID_RE.match(text) is not None
+
+
 def _check_uid(uid: str, what: str) -> None:
-    # UIDs become folder names: anything but digits and dots could escape the cache.
-    if not uid or len(uid) > 64 or not all(c.isdigit() or c == "." for c in uid):
-        raise RetrieveError(f"{what} UID {uid!r} is not a DICOM UID (digits and dots, at most 64)")
+    # UIDs become folder and file names: anything else ('..', '/') could escape the cache.
+    if not is_uid(uid):
+        raise RetrieveError(f"{what} UID {uid!r} is not a DICOM UID (numbers and dots, at most 64)")
 
 
 @dataclass
