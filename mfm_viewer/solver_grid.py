@@ -532,7 +532,6 @@ class SolverGridView(QtWidgets.QWidget):
         """'solvers' (settings of the current model) or 'checkpoints' (every loaded model)."""
         if mode == self.mode:
             return
-        self.settings_text[self.mode] = self.settings_edit.text()
         self.mode = mode
         index = self.mode_box.findData(mode)
         if self.mode_box.currentIndex() != index:
@@ -590,7 +589,8 @@ class SolverGridView(QtWidgets.QWidget):
 
     # -- the request --------------------------------------------------------------------------
     def _settings(self) -> list[Setting]:
-        text = self.settings_edit.text() or self._engine_setting_text()
+        # The applied list, not the edit box: half-typed text must not start runs.
+        text = self.settings_text.get(self.mode) or self._engine_setting_text()
         try:
             return parse_grid(text)
         except CompareError as exc:

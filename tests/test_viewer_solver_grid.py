@@ -206,6 +206,11 @@ def test_tiles_match_the_engine_and_follow_the_crosshair(window, qtbot, pair, ck
     window.cursor.set_ijk((i, j, k))
     assert grid.finished and len(grid.results) == len(grid.specs)
 
+    # Text still being typed in the settings box starts nothing until it is entered.
+    grid.settings_edit.setText("euler:7")
+    grid.refresh(force=True)
+    assert [s.setting.token for s in grid.specs] == GRID.split(",") and grid.finished
+
     # Export: CSV and Markdown tables of the tiles, PNG of the grid.
     table = grid.export_table(tmp_path / "grid.csv")
     with table.open() as fh:

@@ -43,7 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_GRID_TEXT,
         help="solver:steps list (default: %(default)s); a bare name means 1 step",
     )
-    p.add_argument("--slices", default=None, metavar="A:B", help="axial slices A..B-1 (default: all)")
+    p.add_argument(
+        "--slices",
+        default=None,
+        metavar="A:B",
+        help="axial slices A..B-1, or K (default: all; --slices=-4: for the last 4)",
+    )
     p.add_argument("--direction", choices=["c2n", "n2c"], default="c2n", help="c2n: contrast → native")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, …")
     p.add_argument(
