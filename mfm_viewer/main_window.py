@@ -17,6 +17,7 @@ from mfm_viewer.logic.cursor import CursorModel
 from mfm_viewer.logic.engine_key import default_direction
 from mfm_viewer.logic.reference import resample_onto
 from mfm_viewer.logic.session import SYNTHETIC, Session
+from mfm_viewer.pacs_dialog import install as install_pacs
 from mfm_viewer.series_grid import SeriesGrid
 from mfm_viewer.settings import ViewerSettings
 from mfm_viewer.window_toolbar import DisplayToolbar, WindowToolbar
@@ -97,6 +98,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_menus()
         # View ▸ Solver comparison… and View ▸ 3D iodine view, made on first use (analysis_views.py).
         self.analysis_views = install_analysis_views(self)
+        install_pacs(self)  # File ▸ Open from PACS…, Send synthetic to PACS…, PACS nodes… (pacs_dialog.py)
         geometry = self.settings.qs.value("window/geometry")
         if isinstance(geometry, QtCore.QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
