@@ -18,6 +18,7 @@ from mfm_viewer.logic.engine_key import default_direction
 from mfm_viewer.logic.reference import resample_onto
 from mfm_viewer.logic.session import SYNTHETIC, Session
 from mfm_viewer.pacs_dialog import install as install_pacs
+from mfm_viewer.reader_study.menu import install as install_reader_study
 from mfm_viewer.series_grid import SeriesGrid
 from mfm_viewer.settings import ViewerSettings
 from mfm_viewer.window_toolbar import DisplayToolbar, WindowToolbar
@@ -99,6 +100,7 @@ class MainWindow(QtWidgets.QMainWindow):
         # View ▸ Solver comparison… and View ▸ 3D iodine view, made on first use (analysis_views.py).
         self.analysis_views = install_analysis_views(self)
         install_pacs(self)  # File ▸ Open from PACS…, Send synthetic to PACS…, PACS nodes… (pacs_dialog.py)
+        install_reader_study(self)  # Reader study ▸ design, reading session, results (reader_study/menu.py)
         geometry = self.settings.qs.value("window/geometry")
         if isinstance(geometry, QtCore.QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
