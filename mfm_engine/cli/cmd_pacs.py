@@ -92,7 +92,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     nodes = actions.add_parser("nodes", help="list, add or remove named nodes in the config file")
     nodes.add_argument("--config", metavar="FILE", help="PACS config file (default: see docs/pacs.md)")
-    nodes.add_argument("--add", nargs=2, metavar=("NAME", "NODE"), help="add or replace a named node")
+    nodes.add_argument(
+        "--add",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "NODE"),
+        help="add or replace a named node",
+    )
     nodes.add_argument("--remove", metavar="NAME", help="remove a named node")
     nodes.add_argument("--default", metavar="NAME", help="make a named node the default")
     nodes.add_argument("--calling-ae", metavar="AET", help="set our own AE title")
@@ -178,7 +185,8 @@ class _Bar:
 
     def __init__(self, quiet: bool, unit: str) -> None:
         self.bar = None
-        self.quiet = quiet
+        # A bar is for a person watching; in a log file it is only noise.
+        self.quiet = quiet or not sys.stderr.isatty()
         self.unit = unit
 
     def __call__(self, done: int, total: int) -> None:
@@ -258,8 +266,7 @@ def run_nodes(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     changed = False
-    if args.add:
-        name, address = args.add
+    for name, address in args.add:
         parse_node(address, name=name)
         cfg.nodes[name] = address
         changed = True
