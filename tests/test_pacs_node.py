@@ -330,6 +330,7 @@ class Gate:
         self.server.shutdown()
 
 
+@pytest.mark.slow  # three node start-ups (each imports torch)
 def test_sigkill_while_receiving_and_while_sending_delivers_exactly_once(tmp_path, checkpoint, orthanc):
     gate = Gate(orthanc, hold_at=2)
     proc = NodeProcess(tmp_path / "crash", checkpoint, gate.node)

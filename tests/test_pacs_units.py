@@ -310,3 +310,19 @@ def test_config_file_is_written_atomically(xdg):
     assert json.loads(path.read_text())["nodes"] == {"a": "A@h:1"}
     assert [p.name for p in path.parent.iterdir()] == ["pacs.json"]
     assert not any(name.endswith(".tmp") for name in os.listdir(path.parent))
+
+
+def test_node_with_a_missing_model_fails_before_creating_anything(tmp_path):
+    from mfm_engine.errors import MFMError
+    from mfm_engine.pacs.node import TranslationNode
+
+    missing = tmp_path / "missing.safetensors"
+    settings = NodeSettings(
+        model=str(missing),
+        send_to=parse_node("PACS@127.0.0.1:104"),
+        allow=["CT1"],
+        state_dir=tmp_path / "state",
+    )
+    with pytest.raises(MFMError, match="missing"):
+        TranslationNode(settings).start()
+    assert not (tmp_path / "state").exists()

@@ -128,7 +128,6 @@ class TranslationNode:
         self.store: JobStore | None = None
         self._salt = ""
         self._settings_key = ""
-        self._refused_logged: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -163,8 +162,8 @@ class TranslationNode:
 
     def start(self) -> None:
         """Open the job store, resume unfinished jobs, start listening and the worker thread."""
+        self._load_translator()  # first: a bad checkpoint fails before anything is created
         self._prepare()
-        self._load_translator()
         assert self.store is not None
         resumed = self.store.recover()
         if resumed:
@@ -380,9 +379,9 @@ class TranslationNode:
         shutil.rmtree(target, ignore_errors=True)  # an interrupted earlier attempt
         try:
             files = write_dicom_series(synthetic, target, source=volume)
-            _set_uids(
-                files, out_series, [derived_uid("instance", key, u) for u in sop_uids] if sop_uids else None
-            )
+            # The slice index too: a multi-frame source repeats one SOP Instance UID for every frame.
+            uids = [derived_uid("instance", key, u, str(k)) for k, u in enumerate(sop_uids)]
+            _set_uids(files, out_series, uids or None)
         except (MFMError, OSError) as exc:
             shutil.rmtree(target, ignore_errors=True)
             self._finish(job, "failed", f"could not write the synthetic series: {_first_line(exc)}")
