@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         stop_after_steps=args.stop_after_steps,
         progress=not args.quiet,
     )
-    if result.run_dir and (result.last_checkpoint or result.best_checkpoint):
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 speaks for the run
+    if result.last_checkpoint or result.best_checkpoint:
         print(f"last: {result.last_checkpoint}")
         print(f"best: {result.best_checkpoint}")
     state = "stopped" if result.stopped_early else "finished"
