@@ -68,6 +68,7 @@ class _NodeDialogBase(QtWidgets.QDialog):
         super().__init__(parent)
         self.config = config or load_config()
         self.worker: PacsWorker | None = None
+        self._running = False
         self.node_box = QtWidgets.QComboBox()
         self.node_box.setEditable(True)
         self.node_box.setMinimumWidth(280)
@@ -102,8 +103,8 @@ class _NodeDialogBase(QtWidgets.QDialog):
         self.status.setText(text)
 
     def busy(self) -> bool:
-        """True while a worker runs."""
-        return self.worker is not None and self.worker.isRunning()
+        """True from a worker's start until its results (and its end) have been handled here."""
+        return self._running
 
     def run_worker(
         self,
@@ -130,6 +131,7 @@ class _NodeDialogBase(QtWidgets.QDialog):
             worker.progress.connect(self._on_progress)
         self.say(f"{what}…")
         self._set_enabled(False)
+        self._running = True
         self.started.emit(worker)
         worker.start()
         return worker
@@ -143,6 +145,8 @@ class _NodeDialogBase(QtWidgets.QDialog):
             self.progress.setRange(0, 0)
 
     def _idle(self) -> None:
+        # Queued after the worker's result signals, so those have been handled by now.
+        self._running = False
         self.progress.setVisible(False)
         self.cancel_button.setVisible(False)
         self._set_enabled(True)
@@ -152,7 +156,7 @@ class _NodeDialogBase(QtWidgets.QDialog):
 
     def cancel(self) -> None:
         """Cancel the running retrieve or send."""
-        if self.busy():
+        if self.busy() and self.worker is not None:
             self.worker.cancel()
             self.cancel_button.setEnabled(False)
             self.say("Cancelling…")

@@ -167,6 +167,25 @@ def start_orthanc(
 ) -> OrthancServer:
     """Start Orthanc with its storage in ``folder``; ``modalities`` name → (AET, host, port) for C-MOVE."""
     binary = require_orthanc(dicomweb)
+    for attempt in range(3):  # a port picked as free may be taken by someone else before Orthanc binds it
+        try:
+            return _start(binary, folder / f"try{attempt}", modalities, dicomweb, extra)
+        except OrthancStartError as exc:
+            error = exc
+    raise error
+
+
+class OrthancStartError(RuntimeError):
+    """Orthanc did not come up (its log tail is in the message)."""
+
+
+def _start(
+    binary: str,
+    folder: Path,
+    modalities: dict[str, tuple[str, str, int]] | None,
+    dicomweb: bool,
+    extra: dict[str, Any] | None,
+) -> OrthancServer:
     folder.mkdir(parents=True, exist_ok=True)
     dicom_port, http_port = free_port(), free_port()
     config: dict[str, Any] = {
@@ -197,7 +216,7 @@ def start_orthanc(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"Orthanc exited at start (code {proc.returncode}):\n{server.log_tail()}")
+            raise OrthancStartError(f"Orthanc exited at start (code {proc.returncode}):\n{server.log_tail()}")
         if _port_open(dicom_port):
             try:
                 server.rest("/system")
@@ -206,7 +225,7 @@ def start_orthanc(
                 pass
         time.sleep(0.1)
     server.stop()
-    raise RuntimeError(f"Orthanc did not start within 60 s:\n{server.log_tail()}")
+    raise OrthancStartError(f"Orthanc did not start within 60 s:\n{server.log_tail()}")
 
 
 # -- test series -------------------------------------------------------------------------------------

@@ -223,6 +223,32 @@ def test_retrieve_with_a_failing_progress_callback_keeps_nothing(pacs, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_retrieve_cut_off_by_the_pacs_dying_keeps_nothing(tmp_path):
+    """The PACS process is killed while it sends the 3rd of 6 instances: a plain error, nothing kept."""
+    server = start_orthanc(tmp_path / "dying", dicomweb=False, modalities={"mfm": (OUR_AE, "127.0.0.1", 1)})
+    try:
+        files, study = write_test_series(tmp_path / "src", patient_id="PAT-D", seed=9, n_slices=6)
+        server.upload(tmp_path / "src")
+        client = DimseClient(parse_node(server.node), calling_ae=OUR_AE, timeout=10)
+
+        def kill_pacs(done, total):
+            if done == 2:
+                server.stop()  # SIGKILL before it gets our answer for this instance
+
+        with pytest.raises(
+            RetrieveError, match="connection to .* was lost during the C-GET, cut off after 2"
+        ):
+            client.retrieve_series(
+                study["study"]["StudyInstanceUID"],
+                str(pydicom.dcmread(files[0]).SeriesInstanceUID),
+                tmp_path / "out" / "s",
+                progress=kill_pacs,
+            )
+        assert list((tmp_path / "out").iterdir()) == []
+    finally:
+        server.stop()
+
+
 def test_retrieve_short_of_what_find_listed_is_not_complete(pacs, tmp_path):
     """A series that lost an instance between find and retrieve: 'received 3 of the 4', nothing kept."""
     server = pacs["server"]

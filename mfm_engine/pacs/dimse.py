@@ -223,11 +223,17 @@ class DimseClient(PacsClient):
     @contextlib.contextmanager
     def _association(self, ae: AE, purpose: str, **kwargs: Any) -> Iterator[Association]:
         assoc = self._associate(ae, purpose, **kwargs)
+        # pynetdicom 3.0 skips close() when shutdown() fails, which it does once the peer has vanished
+        # (a PACS killed mid-transfer): keep our own handle and close it at the end, whatever happened.
+        raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
         try:
             yield assoc
         finally:
             if assoc.is_established:
                 assoc.release()
+            if raw is not None:
+                with contextlib.suppress(OSError):
+                    raw.close()
 
     # -- verification -----------------------------------------------------------------------------
     def echo(self) -> float:
@@ -359,10 +365,13 @@ class DimseClient(PacsClient):
                 return failed, note
             code, comment = _status(status)
             if code is None:
-                raise RetrieveError(
-                    f"{self._lost(assoc, 'the ' + what)}; cut off after {len(receiver.files)} instance(s), "
-                    "nothing kept"
-                )
+                n = len(receiver.files)
+                if n:  # it was answering: the connection broke (the PACS stopped, the network failed)
+                    raise RetrieveError(
+                        f"the connection to {self.node} was lost during the {what}, cut off after {n} "
+                        "instance(s); nothing kept"
+                    )
+                raise RetrieveError(f"{self._lost(assoc, 'the ' + what)}; nothing kept")
             if code in PENDING:
                 continue
             final = True
