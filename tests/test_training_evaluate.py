@@ -118,12 +118,12 @@ def test_tables_in_the_papers_layout(setup):
     )
 
     # Identity's MAE, independently: per slice inside the native's body mask, then the mean over slices.
-    test = [p for p in patients if p.split == "test"][0]
+    contrast, native, _ = [p for p in patients if p.split == "test"][0].volumes()
     per_slice = []
-    for k in range(test.native.shape[0]):
-        m = body_mask(test.native.hu[k])
-        c = np.clip(test.contrast.hu[k], -1000, 1000)
-        n = np.clip(test.native.hu[k], -1000, 1000)
+    for k in range(native.shape[0]):
+        m = body_mask(native.hu[k])
+        c = np.clip(contrast.hu[k], -1000, 1000)
+        n = np.clip(native.hu[k], -1000, 1000)
         per_slice.append(np.abs(c - n)[m].mean())
     assert float(rows[-1][1]) == pytest.approx(float(np.mean(per_slice)), rel=1e-5)
 

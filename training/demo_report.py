@@ -135,17 +135,18 @@ def demo_report(
     n_body = 0
     start = time.perf_counter()
     for p in patients:
-        out = translator.translate_volume(p.contrast, direction="c2n", solver=solver, steps=steps).hu
-        pooled.add(out, p.native.hu, p.contrast.hu, p.labels)
+        contrast, native, labels = p.volumes()
+        out = translator.translate_volume(contrast, direction="c2n", solver=solver, steps=steps).hu
+        pooled.add(out, native.hu, contrast.hu, labels)
         single = OrganStats(list(DEFAULT_ORGANS), dict(LEGEND))
-        single.add(out, p.native.hu, p.contrast.hu, p.labels)
+        single.add(out, native.hu, contrast.hu, labels)
         for organ, s in single.result().items():
             if organ in worst and s.get("voxels") and abs(s["mean_error_hu"]) > abs(worst[organ]):
                 worst[organ] = s["mean_error_hu"]
-        mask = body_mask(p.native.hu)
-        nat = np.clip(p.native.hu[mask], -1000, 1000)
+        mask = body_mask(native.hu)
+        nat = np.clip(native.hu[mask], -1000, 1000)
         abs_model += float(np.abs(np.clip(out[mask], -1000, 1000) - nat).sum(dtype=np.float64))
-        abs_ident += float(np.abs(np.clip(p.contrast.hu[mask], -1000, 1000) - nat).sum(dtype=np.float64))
+        abs_ident += float(np.abs(np.clip(contrast.hu[mask], -1000, 1000) - nat).sum(dtype=np.float64))
         n_body += int(mask.sum())
     organs = pooled.result()
     missing = [o for o in DEFAULT_ORGANS if not organs.get(o, {}).get("voxels")]

@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,13 +63,20 @@ _MIN_BODY_PIXELS = 64
 
 @dataclass
 class EvalPatient:
-    """One patient's volumes in HU for evaluation (labels on the native's grid, if any)."""
+    """One evaluation patient; ``volumes()`` gives (contrast, native, labels) in HU, read when asked.
+
+    Cache patients are read from the memory maps on every call, so a large test set never sits in
+    memory whole; phantom patients are generated once and kept.
+    """
 
     id: str
     split: str
-    contrast: Volume
-    native: Volume
-    labels: np.ndarray | None = None
+    load: Callable[[], tuple[Volume, Volume, np.ndarray | None]]
+    n_slices: int = 0
+
+    def volumes(self) -> tuple[Volume, Volume, np.ndarray | None]:
+        """(contrast, native, labels or None), labels on the native's grid."""
+        return self.load()
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -102,10 +110,14 @@ def patients_from_cache(
                 z0 = (p.n_slices - max_slices) // 2
                 z1 = z0 + max_slices
             spacing = tuple(p.spacing) if len(p.spacing) == 3 else (1.0, 1.0, 1.0)
-            contrast = Volume(model_to_hu(np.asarray(arr["contrast"][z0:z1], dtype=np.float32)), spacing)
-            native = Volume(model_to_hu(np.asarray(arr["native"][z0:z1], dtype=np.float32)), spacing)
-            labels = np.asarray(arr["labels"][z0:z1]) if "labels" in arr else None
-            out.append(EvalPatient(p.id, split, contrast, native, labels))
+
+            def load(arr=arr, z0=z0, z1=z1, spacing=spacing):
+                contrast = Volume(model_to_hu(np.array(arr["contrast"][z0:z1], dtype=np.float32)), spacing)
+                native = Volume(model_to_hu(np.array(arr["native"][z0:z1], dtype=np.float32)), spacing)
+                labels = np.array(arr["labels"][z0:z1]) if "labels" in arr else None
+                return contrast, native, labels
+
+            out.append(EvalPatient(p.id, split, load, z1 - z0))
     if not out:
         raise ConfigError(f"{cache.root}: no patients in split(s) {', '.join(splits)}")
     return out
@@ -120,11 +132,8 @@ def patients_from_phantom(
     out = []
     for seed in seeds:
         pair = make_phantom_pair(seed, motion_mm=motion_mm, n_slices=slices, size=size)
-        out.append(
-            EvalPatient(
-                f"phantom-{seed:05d}", split, pair.contrast, pair.native, pair.labels.hu.astype(np.uint8)
-            )
-        )
+        held = (pair.contrast, pair.native, pair.labels.hu.astype(np.uint8))
+        out.append(EvalPatient(f"phantom-{seed:05d}", split, lambda held=held: held, pair.native.shape[0]))
     return out
 
 
@@ -171,13 +180,13 @@ def measure(
         nfe = 0
         abs_sum = 0.0
         n_body = 0
-        have_labels = legend is not None and all(p.labels is not None for p in group)
         stats = None
-        if have_labels:
+        if legend is not None:
             present = [o for o in organs if o in legend.values()]
             stats = OrganStats(present, legend, union_organs=[o for o in DEFAULT_ORGANS if o in present])
         for p in group:
-            source, target = (p.contrast, p.native) if direction == "c2n" else (p.native, p.contrast)
+            contrast, native, labels = p.volumes()
+            source, target = (contrast, native) if direction == "c2n" else (native, contrast)
             pred, nfe, secs = run(source)
             seconds += secs
             n_slices += source.shape[0]
@@ -186,8 +195,10 @@ def measure(
             if mask.any():
                 abs_sum += mae_hu(pred, target.hu, mask) * int(mask.sum())
                 n_body += int(mask.sum())
+            if labels is None:
+                stats = None  # organ numbers only where every patient of the split has labels
             if stats is not None:
-                stats.add(pred, target.hu, source.hu, p.labels)
+                stats.add(pred, target.hu, source.hu, labels)
         if not rows:
             continue
         out[split] = RunMetrics(
@@ -362,7 +373,7 @@ def evaluate(
     for m in models:
         # One warm-up call: the first forward pays for allocation and kernel selection.
         m.translator.translate_array(
-            patients[0].contrast.hu[:1], direction=m.direction or "c2n", solver="euler", steps=1
+            patients[0].volumes()[0].hu[:1], direction=m.direction or "c2n", solver="euler", steps=1
         )
         directions = [m.direction] if m.direction else ["c2n", "n2c"]
         for d in directions:
