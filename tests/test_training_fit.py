@@ -319,3 +319,59 @@ def test_cli_fit_and_demo_config_on_a_tiny_budget(tmp_path, capsys):
         == 2
     )
     assert "already holds a training run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_after_a_real_kill(cache, tmp_path):
+    """SIGKILL a training process at an arbitrary step; resuming reproduces the uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    doc = {
+        "name": "kill",
+        "model": {"name": "timeresnet", "preset": "tiny"},
+        "data": {"cache": str(cache), "crop": 32},
+        "optim": {"lr": 1e-3, "batch_size": 2, "schedule": "cosine", "warmup_steps": 3},
+        "train": {
+            "epochs": 4,
+            "steps_per_epoch": 15,
+            "log_every": 1,
+            "save_state_every": 1,
+            "tensorboard": False,
+        },
+        "validate": {"max_patients": 1, "slices_per_patient": 1},
+    }
+    (tmp_path / "cfg.json").write_text(json.dumps({**doc, "out": str(tmp_path / "killed")}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training", "fit", "--config", str(tmp_path / "cfg.json"), "--quiet"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    latest = tmp_path / "killed" / "state" / "latest.json"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            if latest.exists() and json.loads(latest.read_text())["step"] >= 5:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    killed_at = json.loads(latest.read_text())["step"]
+    assert 5 <= killed_at < 60, "the run finished before it could be killed"
+    fit(config_from_dict({**doc, "out": str(tmp_path / "killed")}), resume=True, progress=False)
+    fit(config_from_dict({**doc, "out": str(tmp_path / "straight")}), progress=False)
+    a = load_file(str(tmp_path / "straight" / "checkpoints" / "last.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "checkpoints" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    la = [(r["step"], r["loss"]) for r in _rows(tmp_path / "straight" / "loss.csv")]
+    lb = [(r["step"], r["loss"]) for r in _rows(tmp_path / "killed" / "loss.csv")]
+    assert la == lb
