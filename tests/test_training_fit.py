@@ -16,7 +16,7 @@ from mfm_engine.ddpm import DDPMSchedule
 from mfm_engine.translate import Translator
 from training.__main__ import main
 from training.config import config_from_dict, load_config
-from training.errors import CacheError, ResumeError, TrainingError
+from training.errors import CacheError, ConfigError, ResumeError, TrainingError
 from training.phantom_data import PhantomPlan, phantom_to_cache
 from training.trainer import fit, training_loss
 
@@ -375,3 +375,24 @@ def test_resume_after_a_real_kill(cache, tmp_path):
     la = [(r["step"], r["loss"]) for r in _rows(tmp_path / "straight" / "loss.csv")]
     lb = [(r["step"], r["loss"]) for r in _rows(tmp_path / "killed" / "loss.csv")]
     assert la == lb
+
+
+@pytest.mark.parametrize("name", ["monai_unet", "monai_segresnet", "monai_swinunetr"])
+def test_any_registry_model_trains(cache, tmp_path, name):
+    cfg = _cfg(
+        cache,
+        tmp_path / name,
+        model={"name": name, "preset": "demo"},
+        data={"crop": 64 if name == "monai_swinunetr" else 32},
+        train={"epochs": 1, "steps_per_epoch": 1},
+        validate={"max_patients": 1, "slices_per_patient": 1},
+    )
+    result = fit(cfg, progress=False)
+    meta = read_checkpoint_meta(result.last_checkpoint)
+    assert meta.model["name"] == name and meta.kind == "flow"
+
+
+def test_crop_too_small_for_the_model(cache, tmp_path):
+    cfg = _cfg(cache, tmp_path / "run", model={"name": "monai_swinunetr", "preset": "demo"})
+    with pytest.raises(ConfigError, match=r"data.crop 32 too small for monai_swinunetr/demo.*at least 64"):
+        fit(cfg, progress=False)

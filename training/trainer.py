@@ -343,6 +343,15 @@ def _fit(
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
     dataset = PairSliceDataset(cache, cfg.data.train_split, augment=cfg.data.augment, crop=cfg.data.crop)
+    side = cfg.data.crop or min(min(p.height, p.width) for p in cache.split(cfg.data.train_split))
+    multiple = int(getattr(net, "size_multiple", 1))
+    if side < 2 * multiple:
+        # The bottleneck would be a single pixel, which instance/group norms cannot normalise.
+        what = f"data.crop {side}" if cfg.data.crop else f"the training slices ({side} px)"
+        raise ConfigError(
+            f"{cfg.source}: {what} too small for {_model_label(cfg.model)}, which downsamples by "
+            f"{multiple}; use at least {2 * multiple} px"
+        )
     per_pass = len(dataset) // d.world
     steps_per_epoch = cfg.train.steps_per_epoch or max(1, per_pass // o.batch_size)
     total_steps = cfg.train.epochs * steps_per_epoch
