@@ -19,6 +19,7 @@ from training.errors import CacheError
 from training.pairs import PairSpec, read_manifest
 from training.phantom_data import PhantomPlan, phantom_to_cache, phantom_to_files
 from training.prepare import prepare
+from training.registration import register_pair
 
 
 @pytest.fixture(autouse=True)
@@ -243,3 +244,31 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("training prepare: error:") and "missing_c.nii.gz" in err and "Traceback" not in err
     assert not (tmp_path / "c" / "index.json").exists()
+
+
+def test_registration_on_real_ct_with_flipped_axes(tmp_path):
+    """A real native (LPS axes flipped in x and y), moved by SimpleITK, is registered back."""
+    from conftest import shared_subfolder
+
+    from mfm_engine.io.study import read_study
+
+    src = shared_subfolder("totalseg_native_abdomen_nifti") / "example_ct_sm.nii.gz"
+    image = sitk.ReadImage(str(src), sitk.sitkFloat32)
+    shift = sitk.TranslationTransform(3, (6.0, -4.5, 0.0))  # mm, physical space
+    moved = sitk.Resample(image, image, shift, sitk.sitkLinear, -1024.0)
+    sitk.WriteImage(moved, str(tmp_path / "contrast.nii.gz"))
+    sitk.WriteImage(image, str(tmp_path / "native.nii.gz"))
+    spec = PairSpec("real", tmp_path / "contrast.nii.gz", tmp_path / "native.nii.gz", "test")
+    report = prepare([spec], tmp_path / "cache", registration="SyNOnly", progress=False)
+    info = report.entries[0].info
+    assert info["mae_after_hu"] < 0.5 * info["mae_before_hu"], report.lines
+    registered = sitk.ReadImage(
+        str(tmp_path / "cache" / "registered" / "real" / "contrast_registered.nii.gz")
+    )
+    assert registered.GetDirection() == pytest.approx(image.GetDirection())
+    assert registered.GetOrigin() == pytest.approx(image.GetOrigin(), abs=1e-3)
+    native = read_study(src)
+    assert SliceCache(tmp_path / "cache").arrays("real")["native"].shape == native.shape
+    # Raw HU (no shift) lands at the same place on this image: the shift changes no geometry.
+    raw = register_pair(read_study(tmp_path / "contrast.nii.gz"), native, hu_shift=0.0)
+    assert raw.mae_after_hu == pytest.approx(info["mae_after_hu"], rel=0.05)

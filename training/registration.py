@@ -5,10 +5,10 @@ The paper registers contrast → native with ANTs' "deformable SyN only" transfo
 transforms), which is right for the two phases of one examination: they share a frame of
 reference, and a pair whose origin or spacing differ is dropped before registration anyway.
 
-ANTs is run on ``HU + 1024`` (clipped at 0), not on raw HU: with negative intensities ANTs'
-Mattes metric and its histogram handling misalign CT (air at −1000 pulls the optimisation), a
-known trap. The warped image is shifted back to HU afterwards; voxels that come from outside the
-moving image are filled with air (−1024 HU).
+ANTs is run on ``HU + 1024`` (clipped at 0), not on raw HU: non-negative intensities with air at
+about 0 (raw HU is a known source of misalignment; on the phantom and real test data of this
+project both registered alike, so the shift is kept as a precaution). The warped image is
+shifted back to HU afterwards; voxels from outside the moving image are filled with air (−1024 HU).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def _to_ants(volume: Volume, hu: np.ndarray):
     return img
 
 
-def _shifted(hu: np.ndarray) -> np.ndarray:
-    return np.clip(hu, -HU_SHIFT, _HU_CEILING) + HU_SHIFT
+def _shifted(hu: np.ndarray, shift: float) -> np.ndarray:
+    return np.clip(hu, -HU_SHIFT, _HU_CEILING) + shift
 
 
 def register_pair(
@@ -62,8 +62,12 @@ def register_pair(
     *,
     transform: str = "SyNOnly",
     label: str = "",
+    hu_shift: float = HU_SHIFT,
 ) -> RegistrationResult:
-    """Warp ``contrast`` onto ``native`` (same grid required) with ANTs ``transform``, in a body mask."""
+    """Warp ``contrast`` onto ``native`` (same grid required) with ANTs ``transform``, in a body mask.
+
+    ``hu_shift`` is added to HU (clipped to [−1024, 3071]) before ANTs sees the images.
+    """
     where = (
         label
         or f"{contrast.meta.get('source_path', 'contrast')} → {native.meta.get('source_path', 'native')}"
@@ -89,8 +93,8 @@ def register_pair(
     except ImportError as exc:  # pragma: no cover - antspyx is a dependency
         raise RegistrationError(f"{where}: antspyx is not installed ({exc})") from exc
 
-    fixed = _to_ants(native, _shifted(native.hu))
-    moving = _to_ants(contrast, _shifted(contrast.hu))
+    fixed = _to_ants(native, _shifted(native.hu, hu_shift))
+    moving = _to_ants(contrast, _shifted(contrast.hu, hu_shift))
     fmask = _to_ants(native, fixed_mask.astype(np.float32))
     mmask = _to_ants(contrast, moving_mask.astype(np.float32))
     with tempfile.TemporaryDirectory(prefix="mfm-ants-") as tmp:
@@ -108,14 +112,14 @@ def register_pair(
                 moving=moving,
                 transformlist=reg["fwdtransforms"],
                 interpolator="linear",
-                defaultvalue=0.0,
+                defaultvalue=hu_shift - HU_SHIFT,
             )
         except (RuntimeError, ValueError, IndexError, OSError) as exc:
             text = str(exc).strip().splitlines()
             raise RegistrationError(
                 f"{where}: ANTs {transform} registration failed: {text[-1] if text else type(exc).__name__}"
             ) from exc
-        out = warped.numpy().transpose(2, 1, 0) - HU_SHIFT
+        out = warped.numpy().transpose(2, 1, 0) - hu_shift
     if not np.isfinite(out).all():
         raise RegistrationError(f"{where}: ANTs {transform} registration produced non-finite voxels")
     registered = contrast.with_hu(out.astype(np.float32))
