@@ -26,7 +26,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from mfm_engine.compare import DEFAULT_GRID, CompareError, Setting, markdown_table, parse_grid, write_csv
-from mfm_viewer.colorbar import ColorBar
+from mfm_viewer.colorbar import ColorBar, GradientBar
 from mfm_viewer.dialogs import plain_message
 from mfm_viewer.logic.cursor import CursorModel
 from mfm_viewer.logic.difference import suggested_range
@@ -328,45 +328,18 @@ class SolverTile(QtWidgets.QWidget):
 _ALIGN_LEFT = QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignVCenter
 
 
-class SpreadBar(QtWidgets.QWidget):
-    """A vertical colour bar 0 … range HU for the disagreement map."""
+class SpreadBar(GradientBar):
+    """The disagreement map's bar, 0 … range HU."""
+
+    title_lines = ("spread", "HU")
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.range_hu = 50.0
+        super().__init__(spread_lut(), 50.0, parent)
         self.setFixedWidth(80)
-        self._lut = spread_lut()
         self.setToolTip("Disagreement: max − min HU over the settings at each pixel")
 
-    def set_range(self, range_hu: float) -> None:
-        """Show 0 … ``range_hu``."""
-        self.range_hu = float(range_hu)
-        self.update()
-
-    def paintEvent(self, ev: QtGui.QPaintEvent) -> None:  # noqa: N802
-        p = QtGui.QPainter(self)
-        p.fillRect(self.rect(), QtGui.QColor("#202020"))
-        font = p.font()
-        font.setPixelSize(11)
-        p.setFont(font)
-        metrics = QtGui.QFontMetrics(font)
-        top, bottom = 40, self.height() - 14
-        bar = QtCore.QRect(6, top, 16, max(10, bottom - top))
-        grad = QtGui.QLinearGradient(0, bar.top(), 0, bar.bottom())
-        n = len(self._lut)
-        for i in range(0, n, 8):
-            r, g, b = (int(v) for v in self._lut[n - 1 - i])
-            grad.setColorAt(i / (n - 1), QtGui.QColor(r, g, b))
-        p.fillRect(bar, grad)
-        p.setPen(QtGui.QColor("#e0e0e0"))
-        p.drawText(QtCore.QRect(0, 4, self.width(), 16), QtCore.Qt.AlignmentFlag.AlignHCenter, "spread")
-        p.drawText(QtCore.QRect(0, 19, self.width(), 16), QtCore.Qt.AlignmentFlag.AlignHCenter, "HU")
-        for frac in (0.0, 0.5, 1.0):
-            y = bar.top() + frac * bar.height()
-            value = self.range_hu * (1 - frac)
-            p.drawLine(bar.right(), int(y), bar.right() + 4, int(y))
-            p.drawText(bar.right() + 7, int(y + metrics.ascent() / 2 - 1), f"{value:.0f}")
-        p.end()
+    def tick_text(self, frac: float) -> str:
+        return f"{self.range_hu * (1 - frac):.0f}"
 
 
 # -- the view -----------------------------------------------------------------------------------
