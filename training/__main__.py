@@ -134,6 +134,14 @@ def _cmd_demo_report(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from training.export import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.out, report=args.report)
+    print(f"exported {args.checkpoint} -> {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand's arguments."""
     parser = argparse.ArgumentParser(
@@ -241,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for demo_report.md / .json")
     p.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     p.set_defaults(func=_cmd_demo_report)
+
+    p = sub.add_parser("export", help="copy a checkpoint under a new name, with a report in its sidecar")
+    p.add_argument("checkpoint")
+    p.add_argument("out", help="new .safetensors path (its .json sidecar is written beside it)")
+    p.add_argument("--report", help="a JSON report (e.g. demo_report.json) to keep in the sidecar")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 
