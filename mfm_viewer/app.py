@@ -152,6 +152,8 @@ def _run(app, window, args: argparse.Namespace) -> int:
     if not args.screenshot:
         return app.exec()
     _wait(app, lambda: not window.engine.preview_pending, 120)
+    # Volume metrics are computed in background threads after a translation: show them, not "—".
+    _wait(app, lambda: not window.engine.metrics_pending, 120)
     for _ in range(5):
         app.processEvents()
     ok = window.save_screenshot(args.screenshot)

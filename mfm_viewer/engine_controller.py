@@ -296,6 +296,11 @@ class EngineController(QtCore.QObject):
         worker.deleteLater()
         self.volume_finished.emit(outcome)
 
+    @property
+    def metrics_pending(self) -> bool:
+        """True while a background metrics computation is still running."""
+        return bool(self._call_workers)
+
     def _start_volume_metrics(self) -> None:
         session = self.session
         if session is None or session.reference is None or session.synthetic is None:
