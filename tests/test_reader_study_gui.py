@@ -61,6 +61,9 @@ def right_drag(view: PlaneView, dx: int, dy: int, steps: int = 5) -> None:
     vp = view.viewport()
     start = QtCore.QPoint(vp.width() // 2, vp.height() // 2)
     button, none = QtCore.Qt.MouseButton.RightButton, QtCore.Qt.MouseButton.NoButton
+    # Let pending layout and paint events settle first: a press that lands before the view has its
+    # final geometry is not seen as the start of a drag (seen once on a loaded machine).
+    QtWidgets.QApplication.processEvents()
     _send_mouse(vp, QtCore.QEvent.Type.MouseButtonPress, start, button, button)
     for s in range(1, steps + 1):
         _send_mouse(
@@ -70,6 +73,7 @@ def right_drag(view: PlaneView, dx: int, dy: int, steps: int = 5) -> None:
             none,
             button,
         )
+        QtWidgets.QApplication.processEvents()
     _send_mouse(vp, QtCore.QEvent.Type.MouseButtonRelease, start + QtCore.QPoint(dx, dy), button, none)
 
 
