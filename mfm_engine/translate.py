@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from mfm_engine import __version__
+from mfm_engine.cancel import CancelFlag, is_cancelled
 from mfm_engine.ddpm import DDPMSchedule, ddim_sample
 from mfm_engine.device import available_memory_bytes, cpu_has_bf16_matrix_units, pick_device
 from mfm_engine.errors import MFMError
@@ -54,16 +54,7 @@ class SliceResult:
     seconds: float
 
 
-CancelFlag = threading.Event | Callable[[], bool] | None
 Progress = Callable[[int, int], None] | None
-
-
-def _cancelled(flag: CancelFlag) -> bool:
-    if flag is None:
-        return False
-    if isinstance(flag, threading.Event):
-        return flag.is_set()
-    return bool(flag())
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -260,7 +251,7 @@ class Translator:
         if progress:
             progress(0, n)
         while done < n:
-            if _cancelled(cancel):
+            if is_cancelled(cancel):
                 raise TranslationCancelled(f"translation cancelled after {done} of {n} slices")
             stop = min(n, done + batch)
             chunk = hu_to_model(volume.hu[done:stop])  # a new array: the input stays untouched

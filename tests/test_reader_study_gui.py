@@ -16,6 +16,7 @@ from mfm_engine.reader_study.design import SynthesisSettings, phantom_sources
 from mfm_viewer.plane_view import PlaneView
 from mfm_viewer.reader_study.coordinator_view import DesignDialog, ResultsView
 from mfm_viewer.reader_study.session_window import ReaderSessionWindow
+from tests.test_viewer_window import _send_mouse  # one real-event helper for every GUI test
 
 pytestmark = pytest.mark.gui
 SHOTS = Path(__file__).parent / "_screenshots"
@@ -42,18 +43,6 @@ def paired(tmp_path_factory, ckpt):
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, ckpt):
     return make_bundle(tmp_path_factory.mktemp("single"), ckpt, mode="single", n=4, candidates=4)
-
-
-def _send_mouse(widget, kind, pos, button, buttons):
-    event = QtGui.QMouseEvent(
-        kind,
-        QtCore.QPointF(pos),
-        QtCore.QPointF(widget.mapToGlobal(pos)),
-        button,
-        buttons,
-        QtCore.Qt.KeyboardModifier.NoModifier,
-    )
-    QtWidgets.QApplication.sendEvent(widget, event)
 
 
 def right_drag(view: PlaneView, dx: int, dy: int, steps: int = 5) -> None:

@@ -25,23 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mfm_engine.cancel import CancelFlag, is_cancelled  # noqa: F401  (re-exported to the clients)
 from mfm_engine.pacs.errors import PacsCancelled, RetrieveError
 
 MARKER = ".mfm-retrieve.json"
 MARKER_FORMAT = "mfm-retrieve"
 MARKER_VERSION = 1
 
-CancelFlag = threading.Event | Callable[[], bool] | None
 Progress = Callable[[int, int], object] | None  # (instances done, instances expected or 0 when unknown)
-
-
-def is_cancelled(flag: CancelFlag) -> bool:
-    """True when a cancel flag (an Event or a callable) is set."""
-    if flag is None:
-        return False
-    if isinstance(flag, threading.Event):
-        return flag.is_set()
-    return bool(flag())
 
 
 def cache_folder(root: str | os.PathLike[str], study_uid: str, series_uid: str | None = None) -> Path:

@@ -26,7 +26,6 @@ import csv
 import os
 import secrets
 import shutil
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from mfm_engine.cancel import CancelFlag, is_cancelled
 from mfm_engine.reader_study.bundle import (
     FIXED_MTIME,
     MANIFEST_NAME,
@@ -60,7 +60,6 @@ PADDING_BELOW_HU = -1100.0
 DEFAULT_WINDOW = "abdomen (Slicer)"
 
 Progress = Callable[[int, int, str], object]
-CancelFlag = threading.Event | Callable[[], bool] | None
 
 
 # -- sources ------------------------------------------------------------------------------------------
@@ -422,14 +421,6 @@ class DesignResult:
     key: Key
 
 
-def _cancelled(flag: CancelFlag) -> bool:
-    if flag is None:
-        return False
-    if isinstance(flag, threading.Event):
-        return flag.is_set()
-    return bool(flag())
-
-
 def _check_targets(out: Path, key_path: Path, overwrite_key: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ReaderStudyError(f"{out}: already exists and is not an empty folder; pick a new bundle folder")
@@ -503,7 +494,7 @@ def create_study(
     total = len(plan)
     try:
         for done, planned in enumerate(plan):
-            if _cancelled(cancel):
+            if is_cancelled(cancel):
                 raise ReaderStudyError("the study design was cancelled; nothing was written")
             source = sources[planned.source_index]
             if progress:
