@@ -104,6 +104,7 @@ def test_unknown_key_is_named(tmp_path):
         ({"data": {"cache": ""}}, "data.cache"),
         ({"data": {"cache": "c", "crop": 4}}, "crop"),
         ({"optim": {"batch_size": "two"}}, "whole number"),
+        ({"flow": {"endpoint_fraction": 1.5}}, r"flow\.endpoint_fraction.*\[0, 1\]"),
         ({"data": {"cache": "c", "phantom": {"patients": 5, "splits": [1, 1, 1]}}}, "adding up"),
     ],
 )

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -114,6 +115,38 @@ def test_flow_loss_regresses_contrast_minus_native():
     )
     # The opposite sign (native − contrast) would be 4·0.3² off.
     assert training_loss("flow", _Constant(-0.3), native, contrast, gen).item() == pytest.approx(0.36)
+
+
+class _TimeRecorder(nn.Module):
+    """Predicts zero velocity and remembers the times it was asked about."""
+
+    def __init__(self):
+        super().__init__()
+        self.times: list[torch.Tensor] = []
+
+    def forward(self, x, t, cond=None):
+        self.times.append(t.detach().clone())
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_flow_endpoint_fraction_sends_that_share_of_times_to_0_and_1(fraction):
+    net = _TimeRecorder()
+    native = torch.zeros(4000, 1, 1, 1)
+    gen = torch.Generator().manual_seed(1)
+    training_loss("flow", net, native, native + 0.1, gen, endpoint_fraction=fraction)
+    t = net.times[0]
+    assert t.shape == (4000,) and bool(((t >= 0) & (t <= 1)).all())
+    ones, zeros = float((t == 1).float().mean()), float((t == 0).float().mean())
+    # Binomial share of end points: within 5 standard errors of the fraction, split evenly.
+    se = max((fraction * (1 - fraction) / 4000) ** 0.5, 1e-9)
+    assert abs(ones + zeros - fraction) <= 5 * se + 1e-9
+    if fraction:
+        assert abs(ones - zeros) <= 5 * (fraction / 4000) ** 0.5
+    inner = t[(t > 0) & (t < 1)]
+    if fraction < 1:
+        # The rest stays uniform on (0, 1): Kolmogorov–Smirnov against scipy's uniform.
+        assert scipy.stats.kstest(inner.numpy(), "uniform").pvalue > 1e-3
 
 
 def test_regression_loss_is_l1_in_the_given_direction():

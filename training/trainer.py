@@ -83,12 +83,22 @@ def training_loss(
     *,
     direction: str | None = None,
     schedule: DDPMSchedule | None = None,
+    endpoint_fraction: float = 0.0,
 ) -> torch.Tensor:
-    """The kind's loss on a batch (B, 1, H, W) of native (x0) and contrast (x1) in model scale."""
+    """The kind's loss on a batch (B, 1, H, W) of native (x0) and contrast (x1) in model scale.
+
+    ``endpoint_fraction`` (flow only): that share of the samples, on average, get t = 0 or t = 1
+    (half each) instead of t ~ U[0, 1].
+    """
     b = native.shape[0]
     dev = native.device
     if kind == "flow":
-        t = torch.rand(b, generator=gen).to(dev)
+        t = torch.rand(b, generator=gen)
+        if endpoint_fraction > 0:
+            at_end = torch.rand(b, generator=gen) < endpoint_fraction
+            end = (torch.rand(b, generator=gen) < 0.5).float()
+            t = torch.where(at_end, end, t)
+        t = t.to(dev)
         tt = t[:, None, None, None]
         x_t = (1.0 - tt) * native + tt * contrast
         v = net(x_t, t)
@@ -582,7 +592,14 @@ def _fit(
         contrast = batch["contrast"].to(d.device, non_blocking=True)
         with torch.autocast(device_type=d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = training_loss(
-                cfg.kind, ddp_net, native, contrast, gen, direction=cfg.direction, schedule=schedule
+                cfg.kind,
+                ddp_net,
+                native,
+                contrast,
+                gen,
+                direction=cfg.direction,
+                schedule=schedule,
+                endpoint_fraction=cfg.flow.endpoint_fraction,
             )
         if not torch.isfinite(loss):
             raise TrainingError(
