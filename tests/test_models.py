@@ -167,6 +167,25 @@ def test_all_parameters_receive_gradients():
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
 
 
+def test_gain_offset_head_returns_gain_times_x_t_plus_offset():
+    model = _seeded({"name": "timeresnet", "preset": "tiny", "gain_offset_head": True})
+    patch = model.mfm_config["patch_size"]
+    assert model.conv_out.out_channels == 2 * patch * patch
+    # Force the head's two maps to constants: gain 0.75 everywhere, offset −0.1 everywhere.
+    with torch.no_grad():
+        model.conv_out.weight.zero_()
+        model.conv_out.bias[: patch * patch] = 0.75
+        model.conv_out.bias[patch * patch :] = -0.1
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    with torch.inference_mode():
+        v = model(x, torch.rand(2))
+    torch.testing.assert_close(v, 0.75 * x - 0.1)
+    # And with learned maps, gradients reach every parameter.
+    trained = build_model({"name": "timeresnet", "preset": "tiny", "gain_offset_head": True})
+    trained(torch.randn(2, 1, 16, 16), torch.rand(2)).square().mean().backward()
+    assert [n for n, p in trained.named_parameters() if p.grad is None] == []
+
+
 def test_conditioning_channels_for_a_conditional_denoiser():
     model = _seeded({"name": "timeresnet", "preset": "tiny", "cond_channels": 1})
     patch = model.mfm_config["patch_size"]

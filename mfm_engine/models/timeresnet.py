@@ -9,6 +9,7 @@ Layout (levels ``i = 0 .. L-1``, ``L = len(channel_mults)``, ``C_i = base_channe
     decoder, per level i from L-1 down to 0: (num_res_blocks+1) × (concat skip -> ResBlock -> C_i
                           [-> attention if i in attn_levels]), then nearest ×2 + conv3x3 (except level 0)
     GroupNorm -> SiLU -> conv3x3 [-> pixel-shuffle by patch_size] -> (B,1,H,W)
+    (gain_offset_head: two maps a, b instead, and v = a·x_t + b)
 
 ResBlock (in C_in, out C_out), where the time enters::
 
@@ -66,6 +67,11 @@ class TimeResNetConfig:
     patch_size: int = 1
     # Extra conditioning image channels after [x_t, t·1] (a conditional DDPM denoiser uses 1).
     cond_channels: int = 0
+    # Not in the paper. The head emits a per-pixel gain a and offset b and returns v = a·x_t + b.
+    # Contrast → native then reads "this pixel is enhancing: remove what is above its native
+    # value" (a ≈ 1, b ≈ −native) instead of having to reproduce the enhancement's size, which a
+    # small network shrinks towards the training mean (bright aortas kept +40 HU).
+    gain_offset_head: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TimeResNetConfig:
@@ -257,7 +263,8 @@ class TimeResNet(VelocityNet):
         self.up = nn.ModuleList(reversed(up_levels))
 
         self.norm_out = nn.GroupNorm(group_count(c, g), c, eps=1e-6)
-        self.conv_out = nn.Conv2d(c, p * p, 3, padding=1)
+        self.gain_offset = cfg.gain_offset_head
+        self.conv_out = nn.Conv2d(c, p * p * (2 if self.gain_offset else 1), 3, padding=1)
         self.head: nn.Module = nn.PixelShuffle(p) if p > 1 else nn.Identity()
 
     def velocity(self, inputs: Tensor, t: Tensor) -> Tensor:
@@ -281,7 +288,10 @@ class TimeResNet(VelocityNet):
                 if len(level.attn):
                     h = level.attn[j](h)
             h = level.resample(h)
-        return self.head(self.conv_out(F.silu(self.norm_out(h))))
+        out = self.head(self.conv_out(F.silu(self.norm_out(h))))
+        if self.gain_offset:
+            return out[:, :1] * inputs[:, :1] + out[:, 1:]
+        return out
 
 
 def modulation_layers(model: nn.Module) -> list[TimeModulation]:
