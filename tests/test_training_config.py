@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mfm_engine.checkpoint import read_checkpoint_meta
+from mfm_engine.demo import demo_checkpoint
+from mfm_engine.models import resolve_model_config
 from training.config import config_from_dict, load_config
 from training.errors import ConfigError
 from training.trainer import learning_rate
@@ -43,9 +46,20 @@ def test_shipped_configs_cover_the_paper_and_the_demo():
     names = {p.stem for p in CONFIGS}
     assert {"demo_flow", "demo_regression", "paper_flow_timeresnet", "paper_ddpm_unet"} <= names
     demo = load_config(CONFIGS[[p.stem for p in CONFIGS].index("demo_flow")])
-    assert demo.model == {"name": "timeresnet", "preset": "demo"}
+    assert demo.model == {"name": "timeresnet", "preset": "demo", "gain_offset_head": True}
     assert demo.data.phantom is not None and demo.data.phantom.motion_mm == 0.0
+    # The baseline is trained "the same way": same network, data and schedule.
+    baseline = load_config(CONFIGS[[p.stem for p in CONFIGS].index("demo_regression")])
+    assert (baseline.kind, baseline.direction, baseline.model) == ("regression", "c2n", demo.model)
+    assert (baseline.data, baseline.optim, baseline.train) == (demo.data, demo.optim, demo.train)
     paper = load_config(CONFIGS[[p.stem for p in CONFIGS].index("paper_flow_timeresnet")])
+    # The shipped demo weights are this config's network (the sidecar stores the resolved config).
+    shipped = demo_checkpoint()
+    if shipped is not None:
+        meta = read_checkpoint_meta(shipped)
+        assert meta.model == resolve_model_config(demo.model) and meta.kind == "flow"
+    # The paper's recipe keeps the paper's head and uniform times.
+    assert paper.flow.endpoint_fraction == 0.0 and "gain_offset_head" not in paper.model
     assert (paper.optim.lr, paper.optim.batch_size, paper.train.epochs) == (2e-5, 2, 30)
     assert tuple(paper.optim.betas) == (0.9, 0.999)
 

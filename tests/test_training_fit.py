@@ -324,7 +324,7 @@ def test_cli_fit_and_demo_config_on_a_tiny_budget(tmp_path, capsys):
         f"out={tmp_path / 'run'}",
     ]
     cfg = load_config("training/configs/demo_flow.json", overrides)
-    assert cfg.model == {"name": "timeresnet", "preset": "demo"} and cfg.data.crop is None
+    assert cfg.model["preset"] == "demo" and cfg.model["gain_offset_head"] and cfg.data.crop is None
     rc = main(
         [
             "fit",
