@@ -27,6 +27,14 @@ def test_quick_start_has_the_four_steps():
     assert [shlex.split(c)[3] for c in cmds] == ["phantom-data", "prepare", "fit", "evaluate"]
 
 
+def test_readme_shows_the_same_quick_start():
+    """The README's training commands are the ones test_quick_start_runs runs."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Training", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    assert [line for line in block.splitlines() if line.strip()] == _quick_start()
+
+
 @pytest.mark.slow
 def test_quick_start_runs(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
