@@ -936,6 +936,12 @@ class SolverGridView(QtWidgets.QWidget):
                 text = pg.TextItem(label, color=colour, anchor=(0, 1))
                 text.setPos(np.log10(max(x, 1)), y)  # item positions are in the log-x view coordinates
                 self.plot.addItem(text)
+        nfes = [max(float(p[0]), 1.0) for points in series.values() for p in points]
+        if nfes:
+            # Extra room on the right, where the legend sits, so that it never hides the costliest point.
+            lo, hi = np.log10(min(nfes)), np.log10(max(nfes))
+            span = max(hi - lo, 0.3)
+            self.plot.setXRange(lo - 0.1 * span, hi + 0.4 * span, padding=0)
 
     # -- interaction --------------------------------------------------------------------------
     def _on_cursor(self, what: str) -> None:
