@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from mfm_engine.atomic import atomic_write_text
 from mfm_engine.intensity import HU_MAX, HU_MIN, hu_to_model
 from training.errors import CacheError
 
@@ -39,22 +40,8 @@ SPLITS = ("train", "test", "holdout")
 ARRAYS = ("contrast", "native")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to ``path`` via a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def atomic_write_json(path: Path, doc: Any) -> None:
-    """JSON version of :func:`atomic_write_text`."""
+    """JSON version of :func:`mfm_engine.atomic.atomic_write_text`."""
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 

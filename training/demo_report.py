@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from mfm_engine.atomic import atomic_write_text
 from mfm_engine.checkpoint import read_checkpoint_meta
 from mfm_engine.metrics import body_mask
 from mfm_engine.translate import Translator
-from training.cache import atomic_write_text
 from training.config import DEFAULT_ORGANS
 from training.errors import ConfigError
 from training.evaluate import parse_seeds, patients_from_phantom

@@ -31,13 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from mfm_engine.atomic import atomic_write_text
 from mfm_engine.errors import MFMError
 from mfm_engine.intensity import model_to_hu
 from mfm_engine.metrics import body_mask, compare, mae_hu
 from mfm_engine.solvers import get_solver, nfe_for
 from mfm_engine.translate import Translator
 from mfm_engine.volume import Volume
-from training.cache import SliceCache, atomic_write_text
+from training.cache import SliceCache
 from training.config import DEFAULT_ORGANS
 from training.errors import ConfigError
 from training.organs import OrganStats

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mfm_engine.atomic import atomic_write_text
 from mfm_engine.io.image_write import write_image
 from mfm_engine.io.write import write_study
 from mfm_engine.phantom import LEGEND, make_phantom_pair
-from training.cache import CacheWriter, atomic_write_text
+from training.cache import CacheWriter
 from training.errors import ConfigError
 from training.pairs import split_counts
 from training.registration import TRANSFORMS, register_pair

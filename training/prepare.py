@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mfm_engine.atomic import atomic_write_text
 from mfm_engine.errors import MFMError
 from mfm_engine.io.image_write import write_image
 from mfm_engine.io.study import read_study
 from mfm_engine.volume import Volume
-from training.cache import CacheWriter, PatientEntry, atomic_write_text
+from training.cache import CacheWriter, PatientEntry
 from training.errors import ManifestError, PairError
 from training.pairs import PairSpec
 from training.registration import TRANSFORMS, register_pair

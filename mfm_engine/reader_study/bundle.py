@@ -402,7 +402,7 @@ class Key:
 
 def write_key(key: Key, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write the key JSON (atomically); refuses to replace an existing key unless ``overwrite``."""
-    from mfm_engine.reader_study.common import atomic_write_text
+    from mfm_engine.atomic import atomic_write_text
 
     target = Path(path)
     if target.exists() and not overwrite:

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +62,6 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 def canonical_json(doc: Any) -> str:
     """JSON text with sorted keys and a trailing newline, so equal documents hash equally."""
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file under a temporary name, fsync it, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from mfm_engine.atomic import atomic_write_text
 from mfm_engine.cancel import CancelFlag, is_cancelled
 from mfm_engine.reader_study.bundle import (
     FIXED_MTIME,
@@ -52,7 +53,7 @@ from mfm_engine.reader_study.bundle import (
     write_case_volume,
     write_key,
 )
-from mfm_engine.reader_study.common import ReaderStudyError, atomic_write_text, canonical_json, check_mode
+from mfm_engine.reader_study.common import ReaderStudyError, canonical_json, check_mode
 from mfm_engine.volume import Volume
 
 # Below any real tissue or air (air is about -1000 HU, with noise): only field-of-view padding.

@@ -23,8 +23,8 @@ import math
 import os
 from pathlib import Path
 
+from mfm_engine.atomic import atomic_write_text
 from mfm_engine.reader_study.analysis import StudyAnalysis
-from mfm_engine.reader_study.common import atomic_write_text
 
 PAIRED_PLACEHOLDER_NEGATIVES = 5
 _COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
