@@ -28,3 +28,12 @@ def shared_subfolder(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real CT data {name!r} not present at {path}")
     return path
+
+
+@pytest.fixture
+def single_torch_thread():
+    """Torch on one thread for the test (``pytestmark = pytest.mark.usefixtures(...)`` in a module)."""
+    from torch_threads import one_torch_thread
+
+    with one_torch_thread():
+        yield

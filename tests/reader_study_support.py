@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
-import torch
+from torch_threads import one_torch_thread
 
 from mfm_engine.checkpoint import save_checkpoint
 from mfm_engine.models.registry import build_model
@@ -23,17 +21,6 @@ def tiny_checkpoint(folder: Path) -> Path:
     return save_checkpoint(
         build_model(TINY), folder / "tiny", model_config=TINY, kind="flow", trained_on="untrained test"
     )
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Torch on one thread: on a busy two-core machine two spinning threads make tiny convs ~15× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def make_bundle(

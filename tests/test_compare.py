@@ -11,6 +11,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from torch_threads import one_torch_thread
 
 from mfm_engine.checkpoint import save_checkpoint
 from mfm_engine.cli import main
@@ -50,12 +51,10 @@ def _checkpoint(path, seed: int):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
+def _one_thread_per_module():
     """One intra-op thread: a 64² tiny network runs ~20× faster than with threads fighting other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

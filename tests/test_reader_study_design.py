@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from reader_study_support import PHANTOM_SIZE, PHANTOM_SLICES, make_bundle, one_torch_thread, tiny_checkpoint
+from reader_study_support import PHANTOM_SIZE, PHANTOM_SLICES, make_bundle, tiny_checkpoint
 
 from mfm_engine.cli import main as cli_main
 from mfm_engine.io.image_write import write_image
@@ -41,10 +41,7 @@ from mfm_engine.volume import Volume
 NIFTI_HEADER = 352  # NIfTI-1 header + the 4-byte extension flag
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

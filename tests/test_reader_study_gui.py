@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from PySide6 import QtCore, QtGui, QtWidgets
-from reader_study_support import make_bundle, one_torch_thread, scripted_choice, tiny_checkpoint
+from reader_study_support import make_bundle, scripted_choice, tiny_checkpoint
+from torch_threads import one_torch_thread
 
 from mfm_engine.reader_study import ReadingSession, read_results
 from mfm_engine.reader_study.design import SynthesisSettings, phantom_sources

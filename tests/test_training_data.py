@@ -13,13 +13,7 @@ from training.data import StreamBatchSampler, derive_seed
 from training.errors import ManifestError
 from training.pairs import assign_splits, find_pairs, parse_fractions, read_manifest, split_counts
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # -- pairs ---------------------------------------------------------------------------------------

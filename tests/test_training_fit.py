@@ -21,13 +21,7 @@ from training.errors import CacheError, ConfigError, ResumeError, TrainingError
 from training.phantom_data import PhantomPlan, phantom_to_cache
 from training.trainer import fit, training_loss
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

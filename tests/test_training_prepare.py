@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from mfm_engine.intensity import hu_to_model
 from mfm_engine.io.image_write import write_image
@@ -21,13 +20,7 @@ from training.phantom_data import PhantomPlan, phantom_to_cache, phantom_to_file
 from training.prepare import prepare
 from training.registration import register_pair
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 TINY = PhantomPlan(patients=3, seed0=2000, slices=4, size=64, motion_mm=0.0, splits=(1, 1, 1))
