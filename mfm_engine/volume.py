@@ -18,6 +18,10 @@ Metadata keys (``Volume.meta``; all JSON-serialisable; absent when unknown):
 - ``dicom``: what a DICOM writer needs from a source series: ``patient`` and ``study``
   (dicts keyword → value, e.g. PatientID, StudyInstanceUID, StudyDate), ``frame_of_reference_uid``,
   ``series_instance_uid``, ``sop_class_uid``, ``sop_instance_uids`` (one per z slice, array order).
+- ``slice_positions_lps``: the scanner's own ImagePositionPatient of every z slice (array order,
+  [x, y, z] mm LPS), kept because the regular grid cannot hold an uneven, gapped or tilted stack.
+  Writers put each slice there; the viewer labels slices with it. Ignored (see
+  `Volume.true_slice_positions`) when its length no longer matches the z size.
 """
 
 from __future__ import annotations
@@ -101,6 +105,36 @@ class Volume:
             f"{x}×{y}×{z} voxels, spacing {sx:.3g}×{sy:.3g}×{sz:.3g} mm, "
             f"origin ({ox:.1f}, {oy:.1f}, {oz:.1f}) mm"
         )
+
+    # -- true (scanner) slice positions --------------------------------------------------------
+    def grid_slice_positions(self) -> np.ndarray:
+        """(z, 3) LPS position in mm of every slice's first voxel on the regular grid."""
+        k = np.arange(self.shape[0], dtype=np.float64)
+        step = self.direction[:, 2] * self.spacing[2]
+        return np.asarray(self.origin, dtype=np.float64)[None, :] + k[:, None] * step[None, :]
+
+    def true_slice_positions(self) -> np.ndarray:
+        """(z, 3) LPS position in mm of every slice's first voxel as the scanner placed it.
+
+        The recorded ``meta['slice_positions_lps']`` when it has one row per slice, else the grid's.
+        """
+        recorded = self.meta.get("slice_positions_lps")
+        if recorded is not None:
+            arr = np.asarray(recorded, dtype=np.float64)
+            if arr.shape == (self.shape[0], 3) and np.all(np.isfinite(arr)):
+                return arr
+        return self.grid_slice_positions()
+
+    def regularisation_mm(self) -> float:
+        """Largest distance (mm) between a slice's true position and where the regular grid draws it."""
+        if self.shape[0] == 0:
+            return 0.0
+        return float(np.max(np.linalg.norm(self.true_slice_positions() - self.grid_slice_positions(), axis=1)))
+
+    @property
+    def is_regularised(self) -> bool:
+        """True when the grid shows some slice more than 0.01 mm from where the scanner put it."""
+        return self.regularisation_mm() > 0.01
 
     # -- planes ---------------------------------------------------------------------------
     def n_slices(self, plane: Plane) -> int:

@@ -910,6 +910,9 @@ def read_series(info: SeriesInfo, source_path: str | os.PathLike[str] | None = N
     if geo.tilt_deg is not None:
         dicom["gantry_tilt_deg"] = round(geo.tilt_deg, 3)
     meta["dicom"] = dicom
+    if all(h.position is not None for h in hs):
+        # Each slice's own position: the grid below is regular, the scanner's stack may not be.
+        meta["slice_positions_lps"] = [[float(v) for v in h.position] for h in hs]
     _flags(first, meta)
     return Volume(hu, geo.spacing, geo.origin, geo.direction, meta)
 
