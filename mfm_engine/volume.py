@@ -129,7 +129,8 @@ class Volume:
         """Largest distance (mm) between a slice's true position and where the regular grid draws it."""
         if self.shape[0] == 0:
             return 0.0
-        return float(np.max(np.linalg.norm(self.true_slice_positions() - self.grid_slice_positions(), axis=1)))
+        offsets = self.true_slice_positions() - self.grid_slice_positions()
+        return float(np.max(np.linalg.norm(offsets, axis=1)))
 
     @property
     def is_regularised(self) -> bool:

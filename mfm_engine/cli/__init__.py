@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -33,13 +34,31 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run, and turn engine errors into one plain line on stderr."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that left shows up here, not at exit
+        return status
+    except BrokenPipeError:
+        return _closed_pipe()
     except MFMError as exc:
         print(f"mfm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mfm {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (`mfm info … | head -1`): stop quietly, as `cat` would.
+
+    Python would otherwise print a traceback, and another one at exit when it flushes stdout again;
+    pointing stdout at /dev/null stops the second. 128 + SIGPIPE is the shell's status for it.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 128 + 13
 
 
 if __name__ == "__main__":

@@ -12,10 +12,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
+from mfm_engine.cli.preflight import (
+    check_free_space,
+    check_not_input,
+    check_solver_request,
+    check_writable,
+    estimate_output_bytes,
+)
 from mfm_engine.errors import MFMError
 from mfm_engine.io.image_read import image_suffix
+from mfm_engine.solver_names import SOLVER_NAMES
 
 DEFAULT_MODEL_HELP = "the shipped demo model (assets/demo_model)"
 
@@ -37,9 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--direction", choices=["c2n", "n2c"], default="c2n", help="c2n: contrast → native (default)"
     )
-    p.add_argument(
-        "--solver", default="euler", help="ODE solver: euler, midpoint, heun, rk3, rk4, adams, dopri5"
-    )
+    p.add_argument("--solver", default="euler", help="ODE solver: " + ", ".join(SOLVER_NAMES))
     p.add_argument("--steps", type=int, default=1, help="solver steps (default 1)")
     p.add_argument(
         "--model", default=None, help=f"checkpoint (.safetensors or .json); default: {DEFAULT_MODEL_HELP}"
@@ -139,6 +146,33 @@ def load_translator(model: str | None, device: str, precision: str = "auto"):
     return Translator.from_checkpoint(path, device=device, precision=precision)
 
 
+def warn(text: str) -> None:
+    """One warning line on stderr, apart from the progress output."""
+    print(f"mfm translate: warning: {text}", file=sys.stderr)
+
+
+def plan_outputs(
+    input_path: Path, output: Path, studies: list[Path], batch: bool, fmt: str, overwrite: bool
+) -> list[tuple[Path, Path, str, bool]]:
+    """(study, target, format, to do) for each study, after every check that needs no pixels.
+
+    Refuses outputs that would touch an input, an output folder that cannot be written, and a disk
+    without room for the studies still to do: all before a model is loaded.
+    """
+    check_not_input(input_path, output)
+    plan = []
+    for study in studies:
+        target, kind = output_for(study, output, batch, fmt)
+        check_not_input(study, target)
+        plan.append((study, target, kind, overwrite or not target.exists()))
+    todo = [(study, kind) for study, _, kind, do in plan if do]
+    if todo:
+        folder = check_writable(output if batch else plan[0][1])
+        needed = sum(estimate_output_bytes(study, kind) for study, kind in todo)
+        check_free_space(folder, needed, f"{output} ({len(todo)} studies)" if batch else str(output))
+    return plan
+
+
 def run(args: argparse.Namespace) -> int:
     """Translate every study of this shard that has no output yet."""
     from tqdm import tqdm
@@ -146,9 +180,11 @@ def run(args: argparse.Namespace) -> int:
     from mfm_engine.io.study import read_study
     from mfm_engine.io.write import write_study
 
+    check_solver_request(args.solver, args.steps, args.batch_size)
     studies, batch = list_studies(Path(args.input))
     rank, world = parse_shard(args.shard)
     mine = studies[rank::world]
+    plan = plan_outputs(Path(args.input), Path(args.output), mine, batch, args.format, args.overwrite)
     translator = load_translator(args.model, _device_for_rank(args.device), args.precision)
     print(
         f"mfm translate: {len(mine)} of {len(studies)} studies (shard {rank}/{world}), "
@@ -156,13 +192,14 @@ def run(args: argparse.Namespace) -> int:
         f"device {translator.device} ({translator.precision})"
     )
     failures = 0
-    for study in tqdm(mine, desc="studies", unit="study", disable=len(mine) < 2):
-        target, fmt = output_for(study, Path(args.output), batch, args.format)
-        if target.exists() and not args.overwrite:
+    for study, target, fmt, todo in tqdm(plan, desc="studies", unit="study", disable=len(plan) < 2):
+        if not todo:
             print(f"skip {study}: {target} already exists")
             continue
         try:
             volume = read_study(study, series=args.series)
+            for warning in volume.warnings:
+                warn(f"{study_name(study)}: {warning}")
             with tqdm(total=volume.shape[0], desc=study_name(study), unit="slice", leave=False) as bar:
                 synthetic = translator.translate_volume(
                     volume,
@@ -173,7 +210,10 @@ def run(args: argparse.Namespace) -> int:
                     progress=lambda done, _total: bar.update(done - bar.n),
                 )
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_study(synthetic, target, format=fmt, source=volume, overwrite=args.overwrite)
+            notes: list[str] = []
+            write_study(synthetic, target, format=fmt, source=volume, overwrite=args.overwrite, notes=notes)
+            for note in notes:
+                warn(note)
         except MFMError as exc:
             if not batch:
                 raise

@@ -42,6 +42,7 @@ import numpy as np
 from pydicom.multival import MultiValue
 
 from mfm_engine.errors import StudyReadError
+from mfm_engine.io.dicom_lossy import file_lossy, lossy_warning, series_lossy
 from mfm_engine.volume import Volume
 
 # Image-file suffixes that belong to the image reader, never tried as DICOM.
@@ -82,6 +83,12 @@ _STUDY_KEYS = (
     "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
     "StudyDescription", "ReferringPhysicianName",
 )  # fmt: skip
+
+
+# Series-level attributes a derived series keeps (Type 2C PatientPosition among them).
+_SERIES_KEYS = ("PatientPosition", "BodyPartExamined")
+# Image attributes that still describe a synthetic slice made from this one, slice by slice.
+_IMAGE_KEYS = ("SliceThickness", "ConvolutionKernel", "ReconstructionDiameter")
 
 
 @dataclass
@@ -129,6 +136,7 @@ class DicomHeader:
     gantry_tilt: float | None
     manufacturer: str
     synthetic_data: str
+    lossy: dict[str, Any] | None = None  # see dicom_lossy.file_lossy
 
     @property
     def normal(self) -> np.ndarray | None:
@@ -205,6 +213,16 @@ def _floats(ds: Any, keyword: str, n: int) -> np.ndarray | None:
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
         return None
     return arr
+
+
+def _keepable(ds: Any, keyword: str) -> str | list[str] | None:
+    """A value to carry into a derived series: text, a list for multi-valued elements, None if empty."""
+    value = ds.get(keyword)
+    if isinstance(value, MultiValue | list | tuple):
+        items = [str(v).strip() for v in value]
+        return items if any(items) else None
+    text = "" if value is None else str(value).strip()
+    return text or None
 
 
 def _float(ds: Any, keyword: str, default: float | None = None) -> float | None:
@@ -298,6 +316,7 @@ def _header_from_dataset(ds: Any, path: Path) -> DicomHeader:
         gantry_tilt=tilt,
         manufacturer=_text(ds, "Manufacturer"),
         synthetic_data=_text(ds, "SyntheticData").upper(),
+        lossy=file_lossy(ds, ts),
     )
 
 
@@ -844,7 +863,11 @@ def _patient_study(path: Path) -> dict[str, Any]:
     ds, _ = _dcmread_header(path)
     patient = {k: _text(ds, k) for k in _PATIENT_KEYS if k in ds}
     study = {k: _text(ds, k) for k in _STUDY_KEYS if k in ds}
+    series = {k: v for k in _SERIES_KEYS if (v := _keepable(ds, k))}
+    image = {k: v for k in _IMAGE_KEYS if (v := _keepable(ds, k))}
     extra = {
+        "series": series,
+        "image": image,
         "derivation_description": _text(ds, "DerivationDescription"),
         "series_date": _text(ds, "SeriesDate"),
         "body_part_examined": _text(ds, "BodyPartExamined"),
@@ -909,10 +932,17 @@ def read_series(info: SeriesInfo, source_path: str | os.PathLike[str] | None = N
         dicom["slice_positions_mm"] = [round(p, 4) for p in geo.positions_mm]
     if geo.tilt_deg is not None:
         dicom["gantry_tilt_deg"] = round(geo.tilt_deg, 3)
+    lossy = series_lossy(h.lossy for h in hs)
+    if lossy:
+        dicom["lossy"] = lossy
+        meta["warnings"].append(lossy_warning(lossy, len(hs)))
     meta["dicom"] = dicom
     if all(h.position is not None for h in hs):
         # Each slice's own position: the grid below is regular, the scanner's stack may not be.
         meta["slice_positions_lps"] = [[float(v) for v in h.position] for h in hs]
+    if any(h.slice_thickness for h in hs):
+        # Per slice: a series may mix thicknesses (the tilted GE head has 4 mm and 7 mm slices).
+        dicom["slice_thickness_mm"] = [h.slice_thickness for h in hs]
     _flags(first, meta)
     return Volume(hu, geo.spacing, geo.origin, geo.direction, meta)
 

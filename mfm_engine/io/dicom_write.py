@@ -96,6 +96,7 @@ STUDY_KEYWORDS = (
     "PatientWeight",
 )
 SERIES_KEYWORDS = ("PatientPosition", "BodyPartExamined", "Laterality")
+IMAGE_KEYWORDS = ("ConvolutionKernel", "ReconstructionDiameter")
 CONTRAST_KEYWORDS = (
     "ContrastBolusAgent",
     "ContrastBolusRoute",
@@ -165,12 +166,22 @@ def default_series_description(volume: Volume) -> str:
 
 
 def _clip_text(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Text cut to at most ``limit`` bytes of UTF-8 (the series' character set), marked with '...'."""
+    if len(text.encode("utf-8")) <= limit:
+        return text
+    out = text.encode("utf-8")[: limit - 3].decode("utf-8", errors="ignore")
+    return out.rstrip() + "..."
 
 
 def _ds(value: float) -> DSfloat:
     # DS holds at most 16 characters; auto_format keeps the most precision that fits.
     return DSfloat(float(value), auto_format=True)
+
+
+def _ds_mm(value: float) -> DSfloat:
+    # Lengths in mm: a micrometre is far below any scanner's precision, and rounding to it turns
+    # float noise such as 0.99999999999999 back into the 1 that was meant.
+    return DSfloat(round(float(value), 6) + 0.0, auto_format=True)
 
 
 def _valid(keyword: str, value: Any) -> bool:
@@ -427,12 +438,46 @@ def _series_template(
     ds.WindowWidth = _ds(DEFAULT_WINDOW.width)
     ds.WindowCenterWidthExplanation = DEFAULT_WINDOW.name.upper()
 
-    # Image Plane: the parts shared by all slices.
-    sx, sy, sz = volume.spacing
-    ds.PixelSpacing = [_ds(sy), _ds(sx)]
-    ds.SliceThickness = _ds(sz)
-    ds.SpacingBetweenSlices = _ds(sz)
+    # Image Plane: the parts shared by all slices. Thickness is the source's (how much of the body
+    # each slice averages), never the step between slices; unknown stays empty (Type 2).
+    sx, sy, _ = volume.spacing
+    ds.PixelSpacing = [_ds_mm(sy), _ds_mm(sx)]
+    image_info = dict(info.get("image") or {})
+    thickness = _positive_float(image_info.pop("SliceThickness", None))
+    if thickness is None and phantom and not synthetic:
+        thickness = volume.spacing[2]  # the phantom's slices are exactly one step thick
+    ds.SliceThickness = _ds_mm(thickness) if thickness is not None else ""
+    # Reconstruction attributes that still describe a synthetic slice computed from the source
+    # slice: field of view and kernel shape its pixel size and noise texture.
+    _copy_keywords(ds, image_info, IMAGE_KEYWORDS, notes)
+    _lossy_attributes(ds, info.get("lossy"), bool(info.get("transfer_syntax_uid")))
     return ds
+
+
+def _positive_float(value: Any) -> float | None:
+    try:
+        out = float(value[0] if isinstance(value, list | tuple) else value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return out if np.isfinite(out) and out > 0 else None
+
+
+def _lossy_attributes(ds: Dataset, lossy: Mapping[str, Any] | None, source_was_dicom: bool) -> None:
+    """LossyImageCompression "01" with the source's ratio(s) and method(s) (PS3.3 C.7.6.1.1.5)."""
+    if not lossy:
+        if source_was_dicom:
+            ds.LossyImageCompression = "00"  # every source file said lossless (or was uncompressed)
+        return  # unknown (e.g. from NIfTI): say nothing rather than guess
+    ds.LossyImageCompression = "01"
+    ratios = [float(r) for r in lossy.get("ratio") or []]
+    methods = [str(m) for m in lossy.get("method") or []]
+    if ratios and methods:
+        # Method is Type 1C with the ratio, and the two are paired value by value.
+        n = min(len(ratios), len(methods)) if len(methods) > 1 else len(ratios)
+        ds.LossyImageCompressionRatio = [_ds(r) for r in ratios[:n]]
+        ds.LossyImageCompressionMethod = methods[:n] if len(methods) > 1 else methods * n
+    elif methods:
+        ds.LossyImageCompressionMethod = methods
 
 
 def _derivation_text(volume: Volume, info: Mapping[str, Any]) -> str:
@@ -483,12 +528,14 @@ def write_dicom_series(
     overwrite: bool = False,
     progress: Progress | None = None,
     overrides: Mapping[str, Any] | None = None,
+    notes: list[str] | None = None,
 ) -> list[Path]:
     """Write a Volume as a CT Image Storage series, one file per axial slice; returns the files in z order.
 
     ``progress(i, n)`` is called after each slice; an exception it raises aborts the write and leaves
     nothing behind. ``overrides`` (keyword → value) is applied last to every slice, e.g. a window for
-    a label map.
+    a label map. ``notes``, when given, receives one plain line for each thing of the source that
+    could not be kept (references, UIDs, invalid values), for the caller to show the user.
     """
     target = Path(folder)
     _check_target(target, overwrite)
@@ -496,7 +543,8 @@ def write_dicom_series(
     row, col, slc = _check_direction(volume, target)
 
     info: Mapping[str, Any] = (source.meta if source is not None else volume.meta).get("dicom") or {}
-    notes: list[str] = []
+    notes = notes if notes is not None else []
+    positions = _slice_positions(volume, source)
     description = series_description or default_series_description(volume)
     if volume.meta.get("synthetic") and not description.upper().startswith("SYNTHETIC"):
         description = "SYNTHETIC " + description
@@ -513,8 +561,21 @@ def write_dicom_series(
         references = False
     if references and not all(_is_uid(u) for u in sop_uids):
         # Some real series ship with empty UIDs; a reference to "" would be invalid DICOM.
-        notes.append("source slices have empty or invalid SOP Instance UIDs; SourceImageSequence left out")
+        notes.append(
+            "the source slices have empty or invalid SOP Instance UIDs, so the synthetic slices cannot "
+            "reference them (SourceImageSequence left out)"
+        )
         references = False
+    if info and not _is_uid((info.get("study") or {}).get("StudyInstanceUID")):
+        notes.append(
+            "the source's StudyInstanceUID is empty or invalid, so the series is written into a NEW study "
+            "(a PACS will not file it beside its source)"
+        )
+    if info and not _is_uid(info.get("frame_of_reference_uid")):
+        notes.append(
+            "the source's FrameOfReferenceUID is empty or invalid; a new one was made, so viewers will not "
+            "link this series to its source spatially"
+        )
 
     # A multi-frame source repeats its one SOP Instance UID per frame: references then need frame numbers.
     frames: list[int | None] = [None] * z
@@ -531,6 +592,9 @@ def write_dicom_series(
         msg = f"{clipped} voxel(s) outside the int16 range were clipped to -32768..32767 HU"
         log.warning("%s: %s", target, msg)
         ds_series.ImageComments = _clip_text(f"{ds_series.ImageComments} {msg}.", LT_MAX)
+    if z > 1 and not _is_uneven(positions, slc):
+        # Type 3, and only true for an even stack; an uneven one has each slice's position to say it.
+        ds_series.SpacingBetweenSlices = _ds_mm(abs(float((positions[-1] - positions[0]) @ slc)) / (z - 1))
     for note in notes:
         log.info("%s: %s", target, note)
 
@@ -542,25 +606,27 @@ def write_dicom_series(
     staging.mkdir()
     width = max(4, len(str(z)))
     names = [f"CT{k + 1:0{width}d}.dcm" for k in range(z)]
-    origin = np.asarray(volume.origin, dtype=np.float64)
-    sz = volume.spacing[2]
     normal = np.cross(row, col)
+    thickness = _slice_thickness(volume, info)
     try:
         for k in range(z):
             ds = copy.deepcopy(ds_series)  # never share element objects between slices
             sop_uid = new_uid()
             ds.SOPInstanceUID = sop_uid
             ds.InstanceNumber = k + 1
-            position = origin + slc * (sz * k)
+            if thickness is not None and thickness[k]:
+                ds.SliceThickness = _ds_mm(thickness[k])
+            position = positions[k]
             ds.ImagePositionPatient = [_ds(v) for v in position]
             ds.ImageOrientationPatient = [_ds(v) for v in (*row, *col)]
-            ds.SliceLocation = _ds(float(position @ normal))
+            ds.SliceLocation = _ds_mm(float(position @ normal))
             if references:
                 ds.SourceImageSequence = Sequence([_source_reference(sop_class, str(sop_uids[k]), frames[k])])
             pixels, _ = to_int16(volume.hu[k])
             ds.PixelData = pixels.astype("<i2", copy=False).tobytes()
             for keyword, value in (overrides or {}).items():
                 setattr(ds, keyword, value)
+            validate_dataset(ds, target / names[k])
 
             ds.file_meta = FileMetaDataset()
             ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -583,6 +649,66 @@ def write_dicom_series(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return [target / name for name in names]
+
+
+def _slice_positions(volume: Volume, source: Volume | None) -> np.ndarray:
+    """(z, 3) ImagePositionPatient of every slice: the scanner's own, kept through translation.
+
+    The volume's recorded positions first (a translation copies its input's metadata), then the
+    source's when it has the same number of slices, else the regular grid.
+    """
+    if volume.meta.get("slice_positions_lps") is not None:
+        return volume.true_slice_positions()
+    if source is not None and source.shape[0] == volume.shape[0] and source.meta.get("slice_positions_lps"):
+        return source.true_slice_positions()
+    return volume.grid_slice_positions()
+
+
+def _slice_thickness(volume: Volume, info: Mapping[str, Any]) -> list[float | None] | None:
+    """The source's SliceThickness of each slice, when known for this many slices."""
+    values = info.get("slice_thickness_mm")
+    if not isinstance(values, list) or len(values) != volume.shape[0]:
+        return None
+    return [_positive_float(v) for v in values]
+
+
+def _is_uneven(positions: np.ndarray, slice_direction: np.ndarray) -> bool:
+    if len(positions) < 3:
+        return False
+    steps = np.diff(positions @ slice_direction)
+    return float(np.ptp(steps)) > 0.01
+
+
+def validate_dataset(ds: Dataset, where: Path | str) -> None:
+    """Check every value against its VR as it will be encoded (bytes, not characters), recursively.
+
+    pydicom's validators check repertoire and CS/DS/IS/DA/TM/UI formats; given the encoded bytes
+    they also count length the way a validator does (a 64-character LO with one '…' is 66 bytes).
+    """
+    encodings = pydicom.charset.convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 192")
+    for elem in ds.iterall():
+        if elem.VR == "SQ" or elem.value is None or elem.keyword == "PixelData":
+            continue
+        values = elem.value if elem.VM > 1 else [elem.value]
+        for value in values:
+            if elem.VR in _TEXT_VRS:
+                # DSfloat / IS / int render as the text that will be written.
+                check: Any = pydicom.charset.encode_string(str(value), encodings)
+            elif isinstance(value, pydicom.valuerep.PersonName):
+                check = value.encode(encodings)
+            else:
+                check = value
+            try:
+                pydicom.valuerep.validate_value(elem.VR, check, pydicom.config.RAISE)
+            except (ValueError, TypeError) as exc:
+                raise StudyWriteError(
+                    f"{where}: {elem.keyword or elem.tag} ({elem.VR}) value {value!r} is not valid DICOM: "
+                    f"{exc}"
+                ) from exc
+
+
+# Text VRs whose length limit counts encoded bytes.
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "SH", "ST", "TM", "UC", "UT"})
 
 
 def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:

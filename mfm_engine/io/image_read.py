@@ -18,24 +18,22 @@ Choices:
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mfm_engine.errors import StudyReadError
+from mfm_engine.io.nifti_check import check_nifti
 from mfm_engine.volume import Volume
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SIDECAR_FORMAT = "mfm-studio image sidecar"
 
-# NIfTI datatype codes of real floating-point voxels: the only ones that can hold NaN.
-_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
-_CHUNK_BYTES = 1 << 24
+# What ITK/NRRD/MetaImage say when a file's data stops short of what its header promises.
+_TRUNCATION_SIGNS = ("expected", "not read completely", "ended before", "unexpected end", "premature")
 
 # SimpleITK keys where formats keep a free-text description.
 _DESCRIPTION_KEYS = ("descrip", "ITK_FileNotes", "content")
@@ -73,48 +71,16 @@ def _read_sidecar(path: Path, warn: list[str]) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
-def nifti_nonfinite_count(path: str | os.PathLike[str]) -> int:
-    """NaN/inf voxels stored in a float NIfTI file (0 for other types), read from the raw data.
-
-    Needed because ITK's NIfTI reader silently turns NaN and inf into 0.
-    """
-    path = Path(path)
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as f:
-        head = f.read(540)
-        if len(head) < 348:
-            return 0
-        for endian in "<>":
-            (sizeof_hdr,) = struct.unpack(endian + "i", head[:4])
-            if sizeof_hdr in (348, 540):
-                break
-        else:
-            return 0
-        if sizeof_hdr == 348:
-            ndim, *dims = struct.unpack(endian + "8h", head[40:56])
-            (datatype,) = struct.unpack(endian + "h", head[70:72])
-            offset = int(struct.unpack(endian + "f", head[108:112])[0])
-        else:
-            (datatype,) = struct.unpack(endian + "h", head[12:14])
-            ndim, *dims = struct.unpack(endian + "8q", head[16:80])
-            (offset,) = struct.unpack(endian + "q", head[168:176])
-        code = _NIFTI_FLOAT_TYPES.get(datatype)
-        if code is None or not 1 <= ndim <= 7:
-            return 0
-        dtype = np.dtype(endian + code)
-        remaining = int(np.prod([max(1, d) for d in dims[:ndim]])) * dtype.itemsize
-        f.seek(max(offset, sizeof_hdr))
-        bad = 0
-        # Chunked, so a large volume never needs a second full copy in memory.
-        while remaining > 0:
-            buf = f.read(min(_CHUNK_BYTES, remaining))
-            if not buf:
-                break
-            usable = len(buf) - len(buf) % dtype.itemsize
-            chunk = np.frombuffer(buf[:usable], dtype=dtype)
-            bad += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
-            remaining -= len(buf)
-        return bad
+def _sitk_read_problem(exc: BaseException) -> str:
+    """SimpleITK's failure in words: truncation named as such, else its last line."""
+    text = str(exc)
+    # MetaImage reports a short data block as "No such file or directory" for a file that exists.
+    if any(sign in text.lower() for sign in _TRUNCATION_SIGNS) or "no such file" in text.lower():
+        return (
+            "truncated or corrupt file: the image data stops short of what its header promises "
+            f"({_last_line(exc)})"
+        )
+    return f"SimpleITK could not read the image: {_last_line(exc)}"
 
 
 def _description(image: Any) -> str:
@@ -135,6 +101,9 @@ def read_image(path: str | os.PathLike[str]) -> Volume:
         raise StudyReadError(f"{path}: no such file")
     if not path.is_file():
         raise StudyReadError(f"{path}: is not a file")
+    # ITK's NIfTI reader fills a truncated file's missing voxels and turns NaN/inf into 0, so the
+    # file's own data is checked first (integer .nii.gz: only gzip's size trailer is read).
+    n_bad = check_nifti(path) if image_suffix(path) in (".nii", ".nii.gz") else 0
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -151,7 +120,7 @@ def read_image(path: str | os.PathLike[str]) -> Volume:
     except StudyReadError:
         raise
     except RuntimeError as exc:
-        raise StudyReadError(f"{path}: SimpleITK could not read the image: {_last_line(exc)}") from exc
+        raise StudyReadError(f"{path}: {_sitk_read_problem(exc)}") from exc
 
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise StudyReadError(
@@ -174,18 +143,11 @@ def read_image(path: str | os.PathLike[str]) -> Volume:
             f"{path}: holds {n_nan} NaN and {n_inf} infinite voxel(s) of {hu.size}; "
             "a CT volume must have a number in every voxel"
         )
-    # ITK's NIfTI reader has already replaced NaN/inf by 0, so look at the stored data; only a
-    # float file that now shows zeros can have had any.
-    if arr.dtype.kind == "f" and image_suffix(path) in (".nii", ".nii.gz") and not np.all(hu):
-        try:
-            n_bad = nifti_nonfinite_count(path)
-        except (OSError, EOFError, ValueError, struct.error) as exc:
-            raise StudyReadError(f"{path}: could not check the stored voxels for NaN: {exc}") from exc
-        if n_bad:
-            raise StudyReadError(
-                f"{path}: holds {n_bad} NaN or infinite voxel(s) of {hu.size} (SimpleITK would show them "
-                "as 0); a CT volume must have a number in every voxel"
-            )
+    if n_bad:
+        raise StudyReadError(
+            f"{path}: holds {n_bad} NaN or infinite voxel(s) of {hu.size} (SimpleITK would show them "
+            "as 0); a CT volume must have a number in every voxel"
+        )
     warn: list[str] = []
     if image.GetDimension() == 2:
         hu = hu[None]

@@ -159,8 +159,13 @@ def write_image(
     overwrite: bool = False,
     description: str | None = None,
     progress: Progress | None = None,
+    notes: list[str] | None = None,
 ) -> Path:
-    """Write a Volume to .nii/.nii.gz/.nrrd/.mha (plus a JSON sidecar) atomically; returns the image path."""
+    """Write a Volume to .nii/.nii.gz/.nrrd/.mha (plus a JSON sidecar) atomically; returns the image path.
+
+    ``notes``, when given, receives a plain line for what the file cannot hold, e.g. the true slice
+    positions of an uneven or tilted stack (one regular grid is written; the sidecar keeps them).
+    """
     import SimpleITK as sitk
 
     target = Path(path)
@@ -195,6 +200,8 @@ def write_image(
     if clipped:
         log.warning("%s: %d voxel(s) outside the int16 range were clipped", target, clipped)
 
+    if notes is not None and volume.is_regularised:
+        notes.append(regular_grid_note(volume, target))
     image = sitk.GetImageFromArray(stored)  # (z, y, x) array -> (x, y, z) image
     image.SetSpacing(volume.spacing)
     image.SetOrigin(volume.origin)
@@ -243,6 +250,18 @@ def write_image(
         _remove_quietly(tmp_image)
         _remove_quietly(tmp_side)
     return target
+
+
+def regular_grid_note(volume: Volume, target: Path) -> str:
+    """What an image file of an uneven/tilted stack holds instead of the scanner's slice positions."""
+    sx, sy, sz = volume.spacing
+    return (
+        f"{target.name}: the source slices are not on one regular grid (uneven steps, gaps or gantry tilt); "
+        f"the file holds a regular grid of {volume.shape[0]} slices {sz:.3f} mm apart along the slice "
+        f"normal from origin ({', '.join(f'{v:.2f}' for v in volume.origin)}) mm, so slices are placed "
+        f"up to {volume.regularisation_mm():.2f} mm from where the scanner put them (the JSON sidecar "
+        "keeps the true positions as meta.slice_positions_lps)"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
