@@ -135,14 +135,9 @@ def test_each_instance_sits_exactly_on_its_source(written, name: str) -> None:
         else:  # empty source UIDs: nothing can be referenced, and the writer must have said so
             assert any("SourceImageSequence left out" in n for n in notes)
             src = pydicom.dcmread(sources[k], stop_before_pixels=True)
-        np.testing.assert_allclose(
-            [float(v) for v in out.ImagePositionPatient], [float(v) for v in src.ImagePositionPatient], atol=0.01
-        )
-        np.testing.assert_allclose(
-            [float(v) for v in out.ImageOrientationPatient],
-            [float(v) for v in src.ImageOrientationPatient],
-            atol=1e-6,
-        )
+        ipp, iop = "ImagePositionPatient", "ImageOrientationPatient"
+        np.testing.assert_allclose(floats(out[ipp].value), floats(src[ipp].value), atol=0.01)
+        np.testing.assert_allclose(floats(out[iop].value), floats(src[iop].value), atol=1e-6)
         assert out.FrameOfReferenceUID == src.get("FrameOfReferenceUID") or not src.get("FrameOfReferenceUID")
         if src.get("SliceThickness") not in (None, ""):
             assert float(out.SliceThickness) == pytest.approx(float(src.SliceThickness))

@@ -288,7 +288,8 @@ def test_synthetic_series_headers(tmp_path: Path) -> None:
         assert ds.RescaleSlope == 1 and ds.RescaleIntercept == 0 and ds.PixelRepresentation == 1
         assert (float(ds.WindowCenter), float(ds.WindowWidth)) == (40.0, 400.0)
         assert [float(v) for v in ds.PixelSpacing] == [0.8, 0.75]  # (row = y, column = x)
-        assert float(ds.SliceThickness) == 3.0 and float(ds.SpacingBetweenSlices) == 2.5  # source's, not the step
+        # The source's thickness, not the step between slices.
+        assert float(ds.SliceThickness) == 3.0 and float(ds.SpacingBetweenSlices) == 2.5
         assert ds.PatientPosition == "FFS" and list(ds.ConvolutionKernel) == ["Br38f", "3"]
         assert "ContrastBolusAgent" not in ds  # a synthetic native shows no contrast agent
         assert "not acquired" in ds.ImageComments
