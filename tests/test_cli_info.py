@@ -137,3 +137,23 @@ def test_documented_keys_match_the_output(two_series: Path) -> None:
             documented.update(k for k in match.groups() if k)
     doc = describe_study(two_series)
     assert documented == set(doc) | set(doc["series"][0])
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("CT1_J2KI", "JPEG 2000, ratio 69:1"),
+        ("CT2_JLSN", "JPEG-LS near-lossless, ratio 10:1"),
+        ("CT1_J2KR", None),
+    ],
+)
+def test_lossy_inputs_are_reported(capsys, name: str, expected: str | None) -> None:
+    from conftest import shared_subfolder
+
+    path = shared_subfolder("wg04_ct_transfer_syntaxes") / name
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    if expected is None:
+        assert "lossy" not in out
+    else:
+        assert f"lossy compression: the source was compressed with loss ({expected})" in out

@@ -157,3 +157,17 @@ def test_describe_image_file(tmp_path: Path) -> None:
     (entry,) = doc["series"]
     assert entry["hu_min"] == -1000 and entry["hu_max"] == 1200 and entry["size_xyz"] == [2, 2, 1]
     assert json.loads(json.dumps(doc)) == doc
+
+
+@pytest.mark.parametrize("name", ["ct.nii.gz", "ct.nii", "ct.nrrd", "ct.mha"])
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_truncated_file_says_so(tmp_path: Path, name: str, dtype) -> None:
+    # ITK alone reads a truncated integer NIfTI "fine", inventing the missing voxels.
+    rng = np.random.default_rng(2)
+    path = tmp_path / name
+    sitk.WriteImage(sitk.GetImageFromArray(rng.normal(0, 300, (20, 48, 48)).astype(dtype)), str(path), True)
+    read_image(path)  # whole, it reads
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(StudyReadError, match=r"ct\.[a-z.]+: truncated or corrupt file"):
+        read_image(path)
