@@ -19,8 +19,9 @@ Choices (callers and ``docs/info-json.md`` rely on them):
   gantry tilt SimpleITK divides the straight-line distance instead, which stretches the stack by
   1/cos(tilt), while the distance along the normal puts every slice plane at its true depth.
 - Uneven steps, missing slices and gantry tilt are never hidden: each gets a warning with the numbers
-  (mm, slice indices), and ``meta['dicom']['slice_positions_mm']`` keeps every slice's true position
-  along the normal. Nothing is resampled.
+  (mm, slice indices); ``meta['dicom']['slice_positions_mm']`` keeps every slice's true position
+  along the normal and ``meta['slice_positions_lps']`` its ImagePositionPatient, which writers and
+  the viewer use. Nothing is resampled.
 - Pixels: uncompressed little-endian data is read straight from the file; compressed syntaxes are
   decoded by pydicom (pylibjpeg-openjpeg for JPEG 2000, its own RLE decoder) and, where pydicom has
   no decoder, by SimpleITK/GDCM; when neither can, the error names the package to install.
@@ -705,9 +706,9 @@ def _spacing_warnings(steps: np.ndarray) -> list[str]:
         f"uneven slice spacing: steps from {steps.min():.2f} to {steps.max():.2f} mm "
         f"(median {median:.2f} mm; "
         + "; ".join(parts)
-        + f"); the volume stores the mean step {mean:.2f} mm, so slices between the ends are drawn up to "
-        f"{_max_misplacement(steps, mean):.2f} mm from their true position "
-        "(true positions: meta['dicom']['slice_positions_mm'])"
+        + f"); the regular grid uses the mean step {mean:.2f} mm, so views of it draw slices up to "
+        f"{_max_misplacement(steps, mean):.2f} mm from their true position (each slice's own position is "
+        "kept: position labels and DICOM output use it)"
     )
     return out
 
@@ -735,7 +736,8 @@ def _tilt(hs: list[DicomHeader], dist: np.ndarray, normal: np.ndarray) -> tuple[
     return angle, (
         f"gantry tilt: the slices are sheared by {angle:.1f}°{said}; each slice is shifted within its own "
         f"plane by up to {offsets.max():.1f} mm from a right-angled stack. The volume keeps the slices as "
-        f"acquired on a right-angled grid (not resampled), so sagittal and coronal views are sheared "
+        f"acquired on a right-angled grid (not resampled; DICOM output keeps each slice's own position), "
+        f"so sagittal and coronal views are sheared "
         f"(straight-line step {np.linalg.norm(rel[-1]) / (len(hs) - 1):.2f} mm, along the normal "
         f"{extent / (len(hs) - 1):.2f} mm)"
     )
