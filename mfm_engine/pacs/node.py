@@ -378,7 +378,10 @@ class TranslationNode:
         target = self.output / f"{job.series_uid}.g{job.generation}"
         shutil.rmtree(target, ignore_errors=True)  # an interrupted earlier attempt
         try:
-            files = write_dicom_series(synthetic, target, source=volume)
+            notes: list[str] = []
+            files = write_dicom_series(synthetic, target, source=volume, notes=notes)
+            for note in notes:  # the node has no screen: its log is where a user looks
+                log.warning("series %s: %s", job.series_uid, note)
             # The slice index too: a multi-frame source repeats one SOP Instance UID for every frame.
             uids = [derived_uid("instance", key, u, str(k)) for k, u in enumerate(sop_uids)]
             _set_uids(files, out_series, uids or None)
