@@ -303,3 +303,50 @@ def test_swinunetr_paper_preset_has_the_papers_parameter_count():
     # SwinUNETR cannot be built on the meta device (it calls .item() while building): ~3 s.
     n = count_parameters(build_model({"name": "monai_swinunetr", "preset": "paper"}))
     assert abs(n / 1e6 - 120.1) / 120.1 < 0.005, n
+
+
+# -- patch grid -------------------------------------------------------------------------------
+def _peak_ratio_numpy(stack: np.ndarray, period: int, tile: int = 32) -> float:
+    """Independent reference: tile periodograms averaged, power at (k/p, l/p) over its 5×5 ring's mean."""
+    n, h, w = stack.shape
+    tiles = (
+        stack.reshape(n, h // tile, tile, w // tile, tile).transpose(0, 1, 3, 2, 4).reshape(-1, tile, tile)
+    )
+    tiles = tiles - tiles.mean(axis=(1, 2), keepdims=True)
+    power = (np.abs(np.fft.fft2(tiles)) ** 2).mean(axis=0)
+    ratios = []
+    for k in range(period):
+        for j in range(period):
+            if (k, j) == (0, 0):
+                continue
+            y, x = k * tile // period, j * tile // period
+            block = power[np.ix_(np.arange(y - 2, y + 3) % tile, np.arange(x - 2, x + 3) % tile)]
+            ratios.append(power[y, x] / ((block.sum() - power[y, x]) / 24))
+    return float(max(ratios))
+
+
+@pytest.mark.parametrize("head", ["pixel_shuffle", "smooth_shuffle"])
+def test_smooth_shuffle_head_leaves_no_patch_grid(head):
+    from mfm_engine.texture import periodic_peak_ratio
+
+    model = _seeded({"name": "timeresnet", "preset": "tiny", "gain_offset_head": True, "upsample_head": head})
+    x = torch.from_numpy(np.random.default_rng(0).normal(0, 0.3, (8, 1, 128, 128)).astype(np.float32))
+    with torch.inference_mode():
+        one_euler_step = (x - model(x, torch.ones(8)))[:, 0].numpy()  # contrast → native, 1 step
+    ratio = periodic_peak_ratio(one_euler_step, 4, tile=32)
+    assert ratio == pytest.approx(_peak_ratio_numpy(one_euler_step, 4), rel=1e-6)
+    if head == "pixel_shuffle":
+        assert ratio > 10  # the grid an untrained shuffle head makes: what the filter must remove
+    else:
+        assert ratio < 1.5
+
+
+def test_patch_period_filter_removes_every_period_p_pattern_and_keeps_constants():
+    from mfm_engine.models.timeresnet import PatchPeriodFilter
+
+    for p in (2, 4):
+        pattern = np.tile(np.random.default_rng(p).normal(size=(p, p)), (8, 8)).astype(np.float32)
+        out = PatchPeriodFilter(p)(torch.from_numpy(pattern)[None, None])[0, 0].numpy()
+        np.testing.assert_allclose(out, pattern.mean(), atol=1e-5)  # to the edge: circular padding
+        flat = PatchPeriodFilter(p)(torch.full((1, 2, 16, 16), 3.0))
+        torch.testing.assert_close(flat, torch.full_like(flat, 3.0))
