@@ -42,7 +42,6 @@ from mfm_engine.models.time_embedding import (
     group_count,
 )
 
-
 UPSAMPLE_HEADS = ("pixel_shuffle", "smooth_shuffle")
 
 
