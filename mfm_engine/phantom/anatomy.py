@@ -216,14 +216,19 @@ class Anatomy:
         reach = 0.0
         for d in np.linspace(0.0, self.length, 9):
             r = self.r_body(ANGLES, float(d))
-            reach = max(reach, float(np.hypot(self.cx + r * np.cos(ANGLES), self.cy + r * np.sin(ANGLES)).max()))
+            reach = max(
+                reach, float(np.hypot(self.cx + r * np.cos(ANGLES), self.cy + r * np.sin(ANGLES)).max())
+            )
         vrng = np.random.default_rng(np.random.SeedSequence([self.seed, 8]))
-        cortical = float(np.clip(vrng.normal(CORTICAL_VARIED[1], 100.0), CORTICAL_VARIED[0], CORTICAL_VARIED[2]))
+        cortical = float(
+            np.clip(vrng.normal(CORTICAL_VARIED[1], 100.0), CORTICAL_VARIED[0], CORTICAL_VARIED[2])
+        )
         arms = self._build_arms(vrng)
         # With the arms down the field of view is opened to take them in (up to 1 mm pixels; wider
         # patients have their arms cut by the scan circle, as in real scans).
         arm_reach = max(
-            float(np.hypot(abs(arm["c"][0]) + arm["ab"][0] + 10.0, abs(arm["c"][1]) + arm["ab"][1])) for arm in arms
+            float(np.hypot(abs(arm["c"][0]) + arm["ab"][0] + 10.0, abs(arm["c"][1]) + arm["ab"][1]))
+            for arm in arms
         )
         self.acq: Acquisition = draw_acquisition(
             self.seed,
@@ -631,7 +636,12 @@ class Anatomy:
                     drift=(rng.uniform(-10, 10), rng.uniform(-8, 8)),
                     skin=rng.uniform(1.4, 2.0),
                     fat=rng.uniform(4, 14),
-                    bone=(rng.uniform(-8, 8), rng.uniform(-8, 8), rng.uniform(9, 12) * s, rng.uniform(3.0, 4.5)),
+                    bone=(
+                        rng.uniform(-8, 8),
+                        rng.uniform(-8, 8),
+                        rng.uniform(9, 12) * s,
+                        rng.uniform(3.0, 4.5),
+                    ),
                 )
             )
         return arms

@@ -90,10 +90,10 @@ def draw_acquisition(
     if timing is not None:
         tau = float(timing)
     if mode == "classic":
+        tau = 0.5 if timing is None else tau
         return Acquisition(
-            "classic", classic_fov, (0.0, 0.0), None, None, classic_sigma, None, 0.5 if timing is None else tau,
-            identity, False,
-        )  # fmt: skip
+            "classic", classic_fov, (0.0, 0.0), None, None, classic_sigma, None, tau, identity, False
+        )
     margin = 10.0
     lo, hi = PIXEL_MM_RANGE
     px_min = max(lo, 2 * (body_radius_mm + margin) / 512)
@@ -102,7 +102,8 @@ def draw_acquisition(
     # Technologists fit the field of view to the patient, with some room to spare: most fields are
     # close to the smallest that holds the body.
     px = px_min + u_px**2 * max(hi - px_min, 0.0)
-    fov = float(round(px * 512))  # protocols set the display field of view in whole mm
+    # Protocols set the display field of view in whole mm.
+    fov = float(min(max(round(px * 512), math.ceil(px_min * 512)), math.floor(hi * 512)))
     slack = max(fov / 2 - body_radius_mm - margin, 0.0)
     off = min(slack, 8.0) * u_off_r
     centre = (off * math.cos(u_off_a), off * math.sin(u_off_a))
@@ -129,7 +130,9 @@ def kernel_filter(shape: tuple[int, int], px_mm: float, peak_per_mm: float) -> n
     return np.sqrt(half / full.mean()).astype(np.float32)
 
 
-def kernel_noise(rng: np.random.Generator, amp: np.ndarray, shape: tuple[int, int], sigma: float) -> np.ndarray:
+def kernel_noise(
+    rng: np.random.Generator, amp: np.ndarray, shape: tuple[int, int], sigma: float
+) -> np.ndarray:
     """One slice of noise with standard deviation ``sigma`` shaped by ``amp`` (from `kernel_filter`)."""
     white = rng.standard_normal(shape, dtype=np.float32)
     spec = scipy.fft.rfft2(white, workers=1)
