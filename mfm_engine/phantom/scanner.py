@@ -22,8 +22,9 @@ PADDING_VALUES_HU = (-1024.0, -2000.0, -3024.0)
 PIXEL_MM_RANGE = (0.6, 1.0)
 #: Noise standard deviation (HU) in homogeneous tissue, drawn log-uniformly.
 NOISE_SIGMA_RANGE = (5.0, 25.0)
-#: Frequency (cycles/mm) at which the noise power spectrum peaks: soft to sharp body kernels.
-NPS_PEAK_RANGE = (0.18, 0.38)
+#: Frequency (cycles/mm) at which the noise power spectrum peaks: soft to standard body kernels, and
+#: iterative reconstruction, which moves noise to lower frequencies (sharp bone kernels are not drawn).
+NPS_PEAK_RANGE = (0.12, 0.30)
 #: Default share of patients whose "contrast" series holds no iodine at all.
 IDENTITY_SHARE = 0.1
 #: Share of patients scanned with the arms down beside the body (the rest: arms up, out of the field).
