@@ -19,7 +19,8 @@ _FALLBACK_RECIPE = {"seed": 900, "motion_mm": 0.0, "n_slices": 48}
 
 
 def demo_recipe() -> dict:
-    """The demo phantom's seed, motion and slice count."""
+    """The demo phantom's seed, motion and slice count (and, when the recipe names them, its
+    ``acquisition`` and contrast ``timing``; see make_phantom_pair)."""
     if DEMO_STUDY_RECIPE.exists():
         return {**_FALLBACK_RECIPE, **json.loads(DEMO_STUDY_RECIPE.read_text(encoding="utf-8"))}
     return dict(_FALLBACK_RECIPE)
@@ -30,8 +31,9 @@ def demo_study() -> tuple[Volume, Volume]:
     from mfm_engine.phantom import make_phantom_pair
 
     recipe = demo_recipe()
+    options = {k: recipe[k] for k in ("acquisition", "timing", "identity_share") if recipe.get(k) is not None}
     pair = make_phantom_pair(
-        int(recipe["seed"]), motion_mm=float(recipe["motion_mm"]), n_slices=recipe["n_slices"]
+        int(recipe["seed"]), motion_mm=float(recipe["motion_mm"]), n_slices=recipe["n_slices"], **options
     )
     for vol in (pair.contrast, pair.native):
         vol.meta["demo"] = True

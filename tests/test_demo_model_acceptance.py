@@ -16,6 +16,9 @@ from mfm_engine.translate import Translator
 from training.demo_report import demo_report
 
 SHIPPED = demo_checkpoint()
+# The shipped weights were trained on the classic phantom (before issue 14's scanner variety); switch
+# to "varied" when the demo model is retrained on the varied phantom.
+PHANTOM = "classic"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(SHIPPED is None, reason="assets/ does not ship the demo model"),
@@ -23,7 +26,7 @@ pytestmark = [
 
 
 def test_shipped_demo_model_passes_on_held_out_seeds_900_to_903():
-    report = demo_report(str(SHIPPED), seeds=[900, 901, 902, 903], slices=30, size=512)
+    report = demo_report(str(SHIPPED), seeds=[900, 901, 902, 903], slices=30, size=512, acquisition=PHANTOM)
     failed = [f"{c.text}: {c.value:.1f} (limit {c.limit:g})" for c in report.checks if not c.passed]
     assert failed == [], failed
     for organ in ("aorta", "kidney_cortex", "spleen"):
@@ -34,7 +37,7 @@ def test_shipped_demo_model_passes_on_held_out_seeds_900_to_903():
 
 def test_report_agrees_with_an_independent_measurement_on_seed_900():
     """Translate seed 900 with the Translator and measure the eroded aorta here, with scipy."""
-    pair = make_phantom_pair(900, motion_mm=0.0, n_slices=30, size=512)
+    pair = make_phantom_pair(900, motion_mm=0.0, n_slices=30, size=512, acquisition=PHANTOM)
     synthetic = Translator.from_checkpoint(SHIPPED, device="cpu").translate_array(
         pair.contrast.hu, direction="c2n", solver="euler", steps=1
     )
@@ -45,5 +48,5 @@ def test_report_agrees_with_an_independent_measurement_on_seed_900():
     error = float(synthetic.hu[aorta].mean(dtype=np.float64) - native)
     enhancement = float(pair.contrast.hu[aorta].mean(dtype=np.float64) - native)
     assert enhancement > 250 and abs(error) < 20
-    report = demo_report(str(SHIPPED), seeds=[900], slices=30, size=512)
+    report = demo_report(str(SHIPPED), seeds=[900], slices=30, size=512, acquisition=PHANTOM)
     assert report.organs["aorta"]["mean_error_hu"] == pytest.approx(error, abs=0.05)

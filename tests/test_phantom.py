@@ -29,7 +29,7 @@ from mfm_engine.phantom import (
     make_phantom_pair,
     phantom_slice_count,
 )
-from mfm_engine.phantom.tissues import TISSUE_BY_NAME
+from mfm_engine.phantom.tissues import CORTICAL_VARIED, TISSUE_BY_NAME
 
 # In-plane erosion only: slices are thick, so z-erosion would empty small organs.
 _INPLANE = np.zeros((3, 3, 3), dtype=bool)
@@ -99,15 +99,20 @@ def test_geometry_like_a_supine_abdominal_ct(seed: int) -> None:
     vol = pair.native
     sx, sy, sz = vol.spacing
     assert vol.shape[1:] == (512, 512)
-    assert sx == sy and 0.7 <= sx <= 0.8
+    assert sx == sy and 0.6 <= sx <= 1.0
+    assert sx == pytest.approx(vol.meta["phantom_params"]["fov_mm"] / 512)
     assert 2.5 <= sz <= 5.0
     np.testing.assert_array_equal(vol.direction, np.eye(3))
     assert 55 <= phantom_slice_count(seed) <= 101
     for other in (pair.contrast, pair.labels):
         assert other.same_geometry(vol)
-    # The body is centred: its bounding box middle lies within 25 mm of the image centre.
-    body = pair.labels.hu[0] >= LABELS["skin"]
-    jj, ii = np.nonzero(body)
+    # The trunk (the largest connected body part: arms, when down, are separate) is centred: its
+    # bounding box middle lies within 25 mm of the image centre.
+    lab0 = pair.labels.hu[0]
+    body = (lab0 >= LABELS["skin"]) & (lab0 != LABELS["padding"])
+    parts, n_parts = ndimage.label(body)
+    trunk = parts == 1 + int(np.argmax(ndimage.sum(body, parts, range(1, n_parts + 1))))
+    jj, ii = np.nonzero(trunk)
     centre = vol.index_to_physical(((ii.min() + ii.max()) / 2, (jj.min() + jj.max()) / 2, 0))
     mid = vol.index_to_physical(((512 - 1) / 2, (512 - 1) / 2, 0))
     assert np.hypot(*(centre - mid)[:2]) < 25
@@ -158,17 +163,18 @@ def test_organ_means_match_the_table_within_noise(seed: int) -> None:
         tol = 3.0 + 3 * sigma / np.sqrt(mask.sum() / 4)  # neighbouring pixels are correlated
         assert native == pytest.approx(want_n, abs=tol), name
         assert arterial == pytest.approx(want_a, abs=tol), name
-        # The patient's values lie inside the cited ranges of the table.
+        # The patient's values lie inside the cited ranges of the table (native), and iodine only
+        # adds attenuation (the contrast value depends on the patient's timing: see the timing tests).
         t = TISSUE_BY_NAME[name]
         assert t.native[0] - tol <= native <= t.native[2] + tol, name
-        lo, _, hi = t.arterial_range()
-        assert lo - tol <= arterial <= hi + tol, name
+        assert arterial >= native - tol, name
 
 
 def test_enhancement_pattern_of_the_arterial_phase() -> None:
     """The literature pattern: bright aorta, corticomedullary kidney, pancreas and spleen up, fat fixed."""
     for seed in range(6):
-        hu = make_phantom_pair(seed, n_slices=1, size=64).hu_table
+        # The late-arterial table itself: the classic phantom (the varied one moves it with timing).
+        hu = make_phantom_pair(seed, n_slices=1, size=64, acquisition="classic").hu_table
         assert 250 <= hu["aorta"][1] <= 400 and 35 <= hu["aorta"][0] <= 50
         assert 150 <= hu["kidney_cortex"][1] <= 200 and hu["kidney_medulla"][1] <= hu["kidney_cortex"][1] - 60
         assert 100 <= hu["spleen"][1] <= 130 and hu["spleen"][0] < hu["liver"][0]
@@ -191,10 +197,18 @@ def test_enhancement_pattern_of_the_arterial_phase() -> None:
 
 def test_typical_values_are_the_table_typicals() -> None:
     pair = make_phantom_pair(2, n_slices=1, size=64, typical_hu=True)
+    assert pair.native.meta["phantom_params"]["timing"] == 0.5  # typical: late arterial
     for t in TISSUES:
         n, a = pair.hu_table[t.name]
-        assert n == t.native[1]
-        assert a == pytest.approx(t.arterial_range()[1])
+        if t.name == "padding":  # the scanner's value, not a tissue's
+            assert n == a == pair.native.meta["phantom_params"]["padding_hu"]
+        elif t.name == "bone_cortical":  # dense cortical bone in the varied phantom
+            assert n == a == CORTICAL_VARIED[1]
+        else:
+            assert n == t.native[1]
+            assert a == pytest.approx(t.arterial_range()[1])
+    classic = make_phantom_pair(2, n_slices=1, size=64, typical_hu=True, acquisition="classic").hu_table
+    assert classic["bone_cortical"] == (850, 850) and "padding" not in classic
 
 
 def test_unchanged_tissue_is_identical_in_an_aligned_noise_free_pair() -> None:
@@ -208,7 +222,8 @@ def test_unchanged_tissue_is_identical_in_an_aligned_noise_free_pair() -> None:
     for name in ("fat_visceral", "bowel_gas"):
         mask = _eroded(pair.label_mask(name))
         diff = np.abs(pair.contrast.hu[mask] - pair.native.hu[mask])
-        assert (diff == 0).mean() > 0.97 and diff.max() <= 6, name
+        # (up to ~10 HU when the patient's timing makes the veins bright too).
+        assert (diff == 0).mean() > 0.97 and diff.max() <= 12, name
     # Bone too, except where a thick slice also holds some (slightly enhancing) disc.
     bone = _eroded(pair.label_mask("bone_cancellous"))
     assert (pair.contrast.hu[bone] == pair.native.hu[bone]).mean() > 0.8
@@ -219,9 +234,10 @@ def test_unchanged_tissue_is_identical_in_an_aligned_noise_free_pair() -> None:
 # ---------------------------------------------------------------------------------------------
 # noise
 # ---------------------------------------------------------------------------------------------
-def test_noise_sigma_independence_and_correlation() -> None:
-    noisy = make_phantom_pair(4, motion_mm=0, n_slices=4)
-    clean = make_phantom_pair(4, motion_mm=0, n_slices=4, noise_hu=0)
+def test_classic_noise_sigma_independence_and_correlation() -> None:
+    """The classic phantom's binomial noise (the varied phantom's kernel noise: test_phantom_scanner.py)."""
+    noisy = make_phantom_pair(4, motion_mm=0, n_slices=4, acquisition="classic")
+    clean = make_phantom_pair(4, motion_mm=0, n_slices=4, noise_hu=0, acquisition="classic")
     sigma = noisy.native.meta["phantom_params"]["noise_hu"]
     assert 8.0 <= sigma <= 12.0
     liver = _eroded(noisy.label_mask("liver"))
@@ -321,6 +337,9 @@ def test_metadata_marks_a_phantom_and_one_study() -> None:
         ({"seed": 1, "n_slices": 5, "start_slice": 10_000}, "start_slice"),
         ({"seed": 1, "size": 8}, "size"),
         ({"seed": 1, "noise_hu": -1.0}, "noise"),
+        ({"seed": 1, "acquisition": "fancy"}, "acquisition"),
+        ({"seed": 1, "identity_share": 1.5}, "identity_share"),
+        ({"seed": 1, "timing": -0.1}, "timing"),
     ],
 )
 def test_bad_options_raise_a_clear_error(kwargs: dict, match: str) -> None:

@@ -49,7 +49,10 @@ def _cmd_phantom_data(args: argparse.Namespace) -> int:
             splits = ()
         if len(splits) != 3:
             raise SystemExit("phantom-data: --splits must be three counts like 32,4,4")
-    plan = PhantomPlan(args.patients, args.seed0, args.slices, args.size, args.motion, splits)  # type: ignore[arg-type]
+    plan = PhantomPlan(
+        args.patients, args.seed0, args.slices, args.size, args.motion, splits,  # type: ignore[arg-type]
+        args.acquisition, args.identity_share,
+    )  # fmt: skip
     if args.cache:
         index = phantom_to_cache(plan, args.cache, registration=args.registration, progress=not args.quiet)
         print(f"cache: {index}")
@@ -187,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=512, help="in-plane matrix")
     p.add_argument("--motion", type=float, default=0.0, help="motion between the phases in mm (0: aligned)")
     p.add_argument("--splits", help="patients per split as train,test,holdout counts (default 80/10/10 %%)")
+    p.add_argument(
+        "--acquisition",
+        default="varied",
+        choices=["varied", "classic"],
+        help="phantom scanner variety: varied (spacing, scan circle + padding, kernel noise, timing, "
+        "arms, identity patients; default) or classic (the phantom before issue 14)",
+    )
+    p.add_argument(
+        "--identity-share",
+        type=float,
+        default=None,
+        help="share of patients whose contrast series has no iodine (default: 0.1 varied, 0 classic)",
+    )
     p.add_argument("--format", default="nifti", choices=["nifti", "dicom"], help="study file format (--out)")
     p.add_argument(
         "--registration",

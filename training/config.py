@@ -50,6 +50,11 @@ class PhantomSpec:
     # Patients per split (train, test, holdout); None: 80 % / 10 % / 10 % (at least one each).
     splits: list[int] | None = None
     registration: str = "none"
+    # The phantom's scanner variety (mfm_engine.phantom): "varied" (spacing, scan circle and padding,
+    # kernel noise, timing, arms, identity patients) or "classic" (the phantom before issue 14).
+    acquisition: str = "varied"
+    # Share of patients without iodine in the contrast series; None: the generator's default (0.1 varied).
+    identity_share: float | None = None
 
 
 @dataclass
@@ -367,3 +372,7 @@ def _validate_phantom(p: PhantomSpec, where: str) -> None:
         raise ConfigError(f"{where}.splits must be three counts (train, test, holdout) adding up to patients")
     if p.registration not in TRANSFORMS:
         raise ConfigError(f"{where}.registration must be one of {', '.join(TRANSFORMS)}")
+    if p.acquisition not in ("varied", "classic"):
+        raise ConfigError(f"{where}.acquisition must be 'varied' or 'classic', got {p.acquisition!r}")
+    if p.identity_share is not None and not 0 <= p.identity_share <= 1:
+        raise ConfigError(f"{where}.identity_share must lie in [0, 1], got {p.identity_share!r}")

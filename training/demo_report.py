@@ -115,8 +115,12 @@ def demo_report(
     solver: str = "euler",
     steps: int = 1,
     device: str = "cpu",
+    acquisition: str = "varied",
 ) -> DemoReport:
-    """Measure a checkpoint on held-out, motion-free phantom patients and check the demo acceptance."""
+    """Measure a checkpoint on held-out, motion-free phantom patients and check the demo acceptance.
+
+    ``acquisition``: the phantom's scanner variety (``"classic"`` for models trained before issue 14).
+    """
     seeds = seeds or parse_seeds(DEFAULT_SEEDS)
     meta = read_checkpoint_meta(checkpoint)
     if meta.direction not in (None, "c2n"):
@@ -126,7 +130,9 @@ def demo_report(
     translator = Translator.from_checkpoint(
         checkpoint, device=device, precision="fp32" if device == "cpu" else "auto"
     )
-    patients = patients_from_phantom(seeds, split="holdout", slices=slices, size=size, motion_mm=0.0)
+    patients = patients_from_phantom(
+        seeds, split="holdout", slices=slices, size=size, motion_mm=0.0, acquisition=acquisition
+    )
     from mfm_engine.phantom import LEGEND
 
     pooled = OrganStats(list(DEFAULT_ORGANS), dict(LEGEND))

@@ -125,14 +125,22 @@ def patients_from_cache(
 
 
 def patients_from_phantom(
-    seeds: list[int], *, split: str = "phantom", slices: int = 30, size: int = 512, motion_mm: float = 0.0
+    seeds: list[int],
+    *,
+    split: str = "phantom",
+    slices: int = 30,
+    size: int = 512,
+    motion_mm: float = 0.0,
+    acquisition: str = "varied",
 ) -> list[EvalPatient]:
-    """Phantom patients generated on the fly (labels included)."""
+    """Phantom patients generated on the fly (labels included); ``acquisition`` as in make_phantom_pair."""
     from mfm_engine.phantom import make_phantom_pair
 
     out = []
     for seed in seeds:
-        pair = make_phantom_pair(seed, motion_mm=motion_mm, n_slices=slices, size=size)
+        pair = make_phantom_pair(
+            seed, motion_mm=motion_mm, n_slices=slices, size=size, acquisition=acquisition
+        )
         held = (pair.contrast, pair.native, pair.labels.hu.astype(np.uint8))
         out.append(EvalPatient(f"phantom-{seed:05d}", split, lambda held=held: held, pair.native.shape[0]))
     return out

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from mfm_engine.atomic import atomic_write_text
 from mfm_engine.io.image_write import write_image
 from mfm_engine.io.write import write_study
-from mfm_engine.phantom import LEGEND, make_phantom_pair
+from mfm_engine.phantom import LEGEND, PhantomPair, make_phantom_pair
 from training.cache import CacheWriter
 from training.errors import ConfigError
 from training.pairs import split_counts
@@ -35,6 +35,8 @@ class PhantomPlan:
     size: int = 512
     motion_mm: float = 0.0
     splits: tuple[int, int, int] | None = None
+    acquisition: str = "varied"
+    identity_share: float | None = None
 
     def counts(self) -> tuple[int, int, int]:
         """Patients per split (train, test, holdout)."""
@@ -64,6 +66,8 @@ class PhantomPlan:
             "size": self.size,
             "motion_mm": float(self.motion_mm),
             "splits": list(self.counts()),
+            "acquisition": self.acquisition,
+            "identity_share": self.identity_share,
         }
 
     def description(self) -> str:
@@ -75,7 +79,25 @@ class PhantomPlan:
         return (
             f"procedural phantom pairs from mfm_engine.phantom (a stand-in, not patient data): "
             f"{self.patients} patients ({', '.join(parts)}), {self.slices} slices each at "
-            f"{self.size}×{self.size}, motion {self.motion_mm:g} mm"
+            f"{self.size}×{self.size}, motion {self.motion_mm:g} mm, {self.acquisition} acquisition"
+            + (
+                f" (pixel spacing 0.6–1.0 mm, scan circle padded with -1024/-2000/-3024 HU, kernel noise "
+                f"5–25 HU, timing early arterial to portal venous, identity share "
+                f"{0.1 if self.identity_share is None else self.identity_share:g})"
+                if self.acquisition == "varied"
+                else ""
+            )
+        )
+
+    def make_pair(self, seed: int) -> PhantomPair:
+        """One patient of the plan."""
+        return make_phantom_pair(
+            seed,
+            motion_mm=self.motion_mm,
+            n_slices=self.slices,
+            size=self.size,
+            acquisition=self.acquisition,
+            identity_share=self.identity_share,
         )
 
 
@@ -102,7 +124,7 @@ def phantom_to_cache(
             entries.append(done)
             lines.append(f"{pid}: already in the cache, skipped [{split}]")
             continue
-        pair = make_phantom_pair(seed, motion_mm=plan.motion_mm, n_slices=plan.slices, size=plan.size)
+        pair = plan.make_pair(seed)
         result = register_pair(pair.contrast, pair.native, transform=registration, label=pid)
         info = {
             "phantom_seed": seed,
@@ -112,6 +134,14 @@ def phantom_to_cache(
             "mae_after_hu": round(result.mae_after_hu, 3),
             "phantom_hu": {k: list(v) for k, v in pair.hu_table.items()},
         }
+        params = pair.native.meta["phantom_params"]
+        # What the scanner varied; padding_label marks the scan-circle padding in labels.npy (the
+        # arrays there hold it clipped to the model range, -1 in both series).
+        for key in (
+            "acquisition", "pixel_mm", "padding_hu", "padding_label", "noise_hu", "nps_peak_per_mm",
+            "timing", "contrast_phase", "identity", "arms",
+        ):  # fmt: skip
+            info[key] = params[key]
         entries.append(
             writer.write_patient(
                 pid,
@@ -149,7 +179,7 @@ def phantom_to_files(
         labels_name = "labels.nii.gz"
         # The label map is written last, so its presence means the patient is complete.
         if not (folder / labels_name).exists():
-            pair = make_phantom_pair(seed, motion_mm=plan.motion_mm, n_slices=plan.slices, size=plan.size)
+            pair = plan.make_pair(seed)
             for name, vol in zip(names, (pair.contrast, pair.native), strict=True):
                 if fmt == "nifti":
                     write_image(vol, folder / name, overwrite=True)

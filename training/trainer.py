@@ -260,7 +260,14 @@ def open_or_build_cache(cfg: TrainConfig, *, progress: bool = True, build: bool 
 
         p = cfg.data.phantom
         plan = PhantomPlan(
-            p.patients, p.seed0, p.slices, p.size, p.motion_mm, tuple(p.splits) if p.splits else None
+            p.patients,
+            p.seed0,
+            p.slices,
+            p.size,
+            p.motion_mm,
+            tuple(p.splits) if p.splits else None,
+            p.acquisition,
+            p.identity_share,
         )
         if not (root / "index.json").exists() and build:
             phantom_to_cache(plan, root, registration=p.registration, progress=progress)

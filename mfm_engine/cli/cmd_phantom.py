@@ -46,7 +46,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--start", type=int, default=None, metavar="K", help="first slice of --slices (0 = most inferior)"
     )
     parser.add_argument("--size", type=int, default=512, help="in-plane matrix (default 512)")
-    parser.add_argument("--noise", type=float, default=None, metavar="HU", help="noise σ (default 8–12 HU)")
+    parser.add_argument(
+        "--noise", type=float, default=None, metavar="HU", help="noise σ (default: the patient's, 5–25 HU)"
+    )
+    parser.add_argument(
+        "--acquisition",
+        choices=("varied", "classic"),
+        default="varied",
+        help="scanner variety: varied (spacing, scan circle + padding, kernel noise, timing, arms; "
+        "default) or classic (the phantom before issue 14)",
+    )
+    parser.add_argument(
+        "--timing",
+        type=float,
+        default=None,
+        help="contrast timing 0 (early arterial) … 0.5 (late arterial) … 1 (portal venous); "
+        "default: the patient's draw",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     parser.set_defaults(func=run)
 
@@ -67,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         start_slice=args.start,
         size=args.size,
         noise_hu=args.noise,
+        acquisition=args.acquisition,
+        timing=args.timing,
     )
     t_gen = time.perf_counter() - t0
     nifti = args.format == "nifti"

@@ -20,7 +20,8 @@ import numpy as np
 
 from mfm_engine.phantom import render as R
 from mfm_engine.phantom.render import ANGLES, Box, Canvas, SliceGrid, Texture, Tube, frac
-from mfm_engine.phantom.tissues import LABELS, sample_hu
+from mfm_engine.phantom.scanner import ACQUISITIONS, IDENTITY_SHARE, Acquisition, draw_acquisition
+from mfm_engine.phantom.tissues import CORTICAL_VARIED, LABELS, apply_timing, sample_hu
 
 
 def _smoothstep(x: float | np.ndarray) -> float | np.ndarray:
@@ -44,7 +45,17 @@ def _profile(d: float, start: float, full0: float, full1: float, end: float) -> 
 class Anatomy:
     """The anatomy and HU table of one phantom patient (deterministic in the seed)."""
 
-    def __init__(self, seed: int, *, typical_hu: bool = False) -> None:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        typical_hu: bool = False,
+        acquisition: str = "varied",
+        identity_share: float | None = None,
+        timing: float | None = None,
+    ) -> None:
+        if acquisition not in ACQUISITIONS:
+            raise ValueError(f"acquisition must be one of {', '.join(ACQUISITIONS)}, got {acquisition!r}")
         self.seed = int(seed)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
         self.hu = sample_hu(np.random.default_rng(np.random.SeedSequence([self.seed, 2])), typical=typical_hu)
@@ -196,6 +207,52 @@ class Anatomy:
         width = 2 * (self.a_m + self.t_sf)
         # Bigger patients are noisier at the same dose.
         self.noise_sigma = float(np.clip(8 + 4 * (width - 260) / 120 + xrng.uniform(-1, 1), 8, 12))
+
+        # --- scanner and examination (scanner.py; own streams: the anatomy above is unchanged) --
+        if identity_share is None:
+            identity_share = IDENTITY_SHARE if acquisition == "varied" and not typical_hu else 0.0
+        if typical_hu and timing is None and acquisition == "varied":
+            timing = 0.5
+        reach = 0.0
+        for d in np.linspace(0.0, self.length, 9):
+            r = self.r_body(ANGLES, float(d))
+            reach = max(
+                reach, float(np.hypot(self.cx + r * np.cos(ANGLES), self.cy + r * np.sin(ANGLES)).max())
+            )
+        vrng = np.random.default_rng(np.random.SeedSequence([self.seed, 8]))
+        cortical = float(
+            np.clip(vrng.normal(CORTICAL_VARIED[1], 100.0), CORTICAL_VARIED[0], CORTICAL_VARIED[2])
+        )
+        arms = self._build_arms(vrng)
+        # With the arms down the field of view is opened to take them in (up to 1 mm pixels; wider
+        # patients have their arms cut by the scan circle, as in real scans).
+        arm_reach = max(
+            float(np.hypot(abs(arm["c"][0]) + arm["ab"][0] + 10.0, abs(arm["c"][1]) + arm["ab"][1]))
+            for arm in arms
+        )
+        self.acq: Acquisition = draw_acquisition(
+            self.seed,
+            mode=acquisition,
+            classic_fov=self.fov,
+            classic_sigma=self.noise_sigma,
+            body_radius_mm=reach,
+            arms_radius_mm=arm_reach,
+            identity_share=float(identity_share),
+            timing=timing,
+        )
+        acq = self.acq
+        self.fov = acq.fov_mm
+        self.noise_sigma = acq.noise_sigma
+        if acquisition == "varied":
+            cortical = CORTICAL_VARIED[1] if typical_hu else cortical
+            self.hu["bone_cortical"] = (cortical, cortical)
+            self.hu["padding"] = (float(acq.padding_hu), float(acq.padding_hu))
+        if acquisition == "varied" or timing is not None or acq.identity:
+            self.hu = apply_timing(self.hu, acq.timing, identity=acq.identity)
+        self.identity = acq.identity
+        # Arciform spleen: strong in the arterial phases, gone (homogeneous) by the portal phase.
+        self.band_scale = 0.0 if acq.identity else 1.0 - float(_smoothstep((acq.timing - 0.5) / 0.4))
+        self.arms = arms if acq.arms else []
 
     # ------------------------------------------------------------------ geometry helpers --
     def dv(self, v: float) -> float:
@@ -559,6 +616,36 @@ class Anatomy:
                 ribs.append(Tube(np.array(pts), np.array(radii)))
         return ribs
 
+    def _build_arms(self, rng: np.random.Generator) -> list[dict]:
+        """Arms down beside the trunk (trauma style): upper arms resting on the table, out of the body."""
+        s = self.s
+        edge = {1: -1e9, -1: 1e9}
+        for d in np.linspace(0.0, self.length, 9):
+            x = self.cx + self.r_body(ANGLES, float(d)) * np.cos(ANGLES)
+            edge[1] = max(edge[1], float(x.max()))
+            edge[-1] = min(edge[-1], float(x.min()))
+        arms = []
+        for side in (1, -1):
+            a, b = rng.uniform(34, 46) * s, rng.uniform(40, 52) * s
+            x = edge[side] + side * (rng.uniform(5, 35) + a)
+            y = float(self.table_y(np.array([x], np.float32))[0]) - b - 1.5 - rng.uniform(0, 25)
+            arms.append(
+                dict(
+                    c=(x, y),
+                    ab=(a, b),
+                    drift=(rng.uniform(-10, 10), rng.uniform(-8, 8)),
+                    skin=rng.uniform(1.4, 2.0),
+                    fat=rng.uniform(4, 14),
+                    bone=(
+                        rng.uniform(-8, 8),
+                        rng.uniform(-8, 8),
+                        rng.uniform(9, 12) * s,
+                        rng.uniform(3.0, 4.5),
+                    ),
+                )
+            )
+        return arms
+
     # ------------------------------------------------------------------ rendering --
     def values(self, name: str) -> dict[str, float]:
         """{'native': HU, 'arterial': HU} of a tissue for this patient."""
@@ -571,12 +658,15 @@ class Anatomy:
         """Per-phase values: the tissue's HU plus a zero-mean texture of the given amplitudes."""
         tex = R.weighted_zero_mean(tex, np.broadcast_to(f, tex.shape))
         n, a = self.hu[name]
+        if self.identity:
+            amp_arterial = amp_native
         return {"native": n + np.float32(amp_native) * tex, "arterial": a + np.float32(amp_arterial) * tex}
 
     def render(self, grid: SliceGrid, canvas: Canvas) -> None:
         """Paint one axial slice at depth ``grid.d`` onto the canvas (one or both phases)."""
         ctx = _Slice(self, grid, canvas)
         ctx.table()
+        ctx.arms()
         if not ctx.body():
             return
         ctx.thorax()
@@ -636,6 +726,30 @@ class _Slice:
         shell = {p: 250.0 for p in ("native", "arterial")}
         core = {p: -950.0 for p in ("native", "arterial")}
         self.c.paint_mix(bx, [(f_all - f_core, LABELS["table"], shell), (f_core, LABELS["table"], core)])
+
+    def arms(self) -> None:
+        """Upper arms: skin, fat, muscle and a humerus shaft (thick cortex, fatty marrow)."""
+        an, g = self.an, self.g
+        t = self.d / max(an.length, 1.0) - 0.5
+        for arm in an.arms:
+            cx, cy = arm["c"][0] + arm["drift"][0] * t, arm["c"][1] + arm["drift"][1] * t
+            a, b = arm["ab"]
+            bx = g.box_around(cx, cy, a + 2, b + 2)
+            if bx is None:
+                continue
+            sd = R.ellipse_sd(bx.X, bx.Y, cx, cy, a, b)
+            ox, oy, rb, cortex = arm["bone"]
+            dx, dy = bx.X - np.float32(cx + ox), bx.Y - np.float32(cy + oy)
+            sd_b = np.sqrt(dx * dx + dy * dy) - np.float32(rb)
+            w = self.w
+            for f, name in (
+                (frac(sd, w), "skin"),
+                (frac(sd + np.float32(arm["skin"]), w), "fat_subcutaneous"),
+                (frac(sd + np.float32(arm["skin"] + arm["fat"]), w), "muscle"),
+                (frac(sd_b, w), "bone_cortical"),
+                (frac(sd_b + np.float32(cortex), w), "fat_subcutaneous"),  # yellow marrow: fat
+            ):
+                self.c.paint(bx, f, LABELS[name], an.values(name))
 
     def body(self) -> bool:
         an, g, d = self.an, self.g, self.d
@@ -907,7 +1021,11 @@ class _Slice:
         bands = R.weighted_zero_mean(bands, f)
         soft = R.weighted_zero_mean(warp, f)
         n, a = an.hu["spleen"]
-        vals = {"native": n + np.float32(2.0) * soft, "arterial": a + np.float32(sp["band_amp"]) * bands}
+        native = n + np.float32(2.0) * soft
+        if an.identity:
+            vals = {"native": native, "arterial": native}
+        else:
+            vals = {"native": native, "arterial": a + np.float32(sp["band_amp"] * an.band_scale) * bands}
         self.c.paint(bx, f, LABELS["spleen"], vals)
 
     def pancreas(self) -> None:

@@ -24,7 +24,8 @@ from pydicom.uid import generate_uid
 from mfm_engine.errors import MFMError
 from mfm_engine.phantom.anatomy import Anatomy
 from mfm_engine.phantom.render import Canvas, SliceGrid
-from mfm_engine.phantom.tissues import LEGEND
+from mfm_engine.phantom.scanner import ACQUISITIONS, kernel_filter, kernel_noise
+from mfm_engine.phantom.tissues import LABELS, LEGEND
 from mfm_engine.volume import Volume
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -52,6 +53,11 @@ class PhantomPair:
     # The HU (native, arterial) this patient was given per tissue name, before noise and texture.
     hu_table: dict[str, tuple[float, float]] = field(default_factory=dict)
 
+    @property
+    def padding_mask(self) -> np.ndarray:
+        """Boolean (z, y, x) mask of the padding outside the scan circle (same in both series)."""
+        return self.labels.hu == LABELS["padding"]
+
     def label_mask(self, name: str) -> np.ndarray:
         """Boolean (z, y, x) mask of one tissue in the native's geometry."""
         inverse = {v: k for k, v in self.legend.items()}
@@ -61,8 +67,8 @@ class PhantomPair:
 
 
 def phantom_slice_count(seed: int) -> int:
-    """Number of slices in a seed's full series (cheap: nothing is rendered)."""
-    return Anatomy(_check_seed(seed)).n_slices
+    """Number of slices in a seed's full series (cheap: nothing is rendered; same in every mode)."""
+    return Anatomy(_check_seed(seed), acquisition="classic").n_slices
 
 
 def _check_seed(seed: int) -> int:
@@ -148,6 +154,9 @@ def make_phantom_pair(
     start_slice: int | None = None,
     typical_hu: bool = False,
     workers: int | None = None,
+    acquisition: str = "varied",
+    identity_share: float | None = None,
+    timing: float | None = None,
 ) -> PhantomPair:
     """Generate phantom patient ``seed``: native + arterial volumes (HU), label map and legend.
 
@@ -158,6 +167,14 @@ def make_phantom_pair(
     so smaller sizes have coarser pixels). ``noise_hu``: noise σ (default: the patient's, 8–12 HU;
     0 = noise-free). ``typical_hu``: every tissue at its typical table value instead of a per-patient
     draw. ``workers``: threads rendering slices (default: up to 4).
+
+    ``acquisition``: ``"varied"`` (default) draws per patient what scanners vary: pixel spacing
+    0.6–1.0 mm at 512², a scan circle padded with −1024/−2000/−3024 (label ``padding``, identical in
+    both series), kernel-shaped noise σ 5–25 HU, dense cortical bone, arms down in some patients and
+    contrast timing from early arterial to portal venous; ``"classic"`` is the earlier phantom.
+    ``identity_share``: share of patients whose contrast series has no iodine (default 0.1 in
+    ``"varied"``, 0 in ``"classic"``). ``timing``: force the contrast timing (0 early arterial,
+    0.5 late arterial, 1 portal venous) instead of the patient's draw.
     """
     seed = _check_seed(seed)
     if not (isinstance(motion_mm, (int, float)) and math.isfinite(motion_mm) and motion_mm >= 0):
@@ -166,8 +183,17 @@ def make_phantom_pair(
         raise PhantomError(f"size must be an integer ≥ 32, got {size!r}")
     if noise_hu is not None and not (math.isfinite(noise_hu) and noise_hu >= 0):
         raise PhantomError(f"noise_hu must be ≥ 0, got {noise_hu!r}")
+    if acquisition not in ACQUISITIONS:
+        raise PhantomError(f"acquisition must be one of {', '.join(ACQUISITIONS)}, got {acquisition!r}")
+    if identity_share is not None and not (math.isfinite(identity_share) and 0 <= identity_share <= 1):
+        raise PhantomError(f"identity_share must lie in [0, 1], got {identity_share!r}")
+    if timing is not None and not (math.isfinite(timing) and 0 <= timing <= 1):
+        raise PhantomError(f"timing must lie in [0, 1], got {timing!r}")
 
-    an = Anatomy(seed, typical_hu=typical_hu)
+    an = Anatomy(
+        seed, typical_hu=typical_hu, acquisition=acquisition, identity_share=identity_share, timing=timing
+    )
+    acq = an.acq
     total = an.n_slices
     if n_slices is None:
         n, start = total, 0
@@ -186,10 +212,22 @@ def make_phantom_pair(
 
     size = int(size)
     px = an.fov / size
-    xs = (np.arange(size) - (size - 1) / 2.0) * px
-    ys = xs.copy()
+    offsets = (np.arange(size) - (size - 1) / 2.0) * px
+    xs = acq.centre_mm[0] + offsets
+    ys = acq.centre_mm[1] + offsets
     shape = (size, size)
     motion = _Motion(an, motion_mm) if motion_mm > 0 else None
+    # Outside the reconstruction circle the scanner stores its padding value, in both series.
+    outside = None
+    if acq.scan_radius_mm is not None:
+        outside = np.hypot(offsets[:, None], offsets[None, :]) > acq.scan_radius_mm
+    amp = kernel_filter(shape, px, acq.nps_peak_per_mm) if acq.nps_peak_per_mm is not None else None
+
+    def noise(phase_id: int, k: int) -> np.ndarray:
+        if amp is None:
+            return _noise(seed, phase_id, k, shape, sigma)
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 4, phase_id, k]))
+        return kernel_noise(rng, amp, shape, sigma)
 
     native = np.empty((n, size, size), dtype=np.float32)
     contrast = np.empty_like(native)
@@ -218,12 +256,17 @@ def make_phantom_pair(
             contrast[i] = canvas.img["arterial"]
             c_labels[i] = canvas.lab
         if sigma > 0:
-            native[i] += _noise(seed, 0, k, shape, sigma)
-            contrast[i] += _noise(seed, 1, k, shape, sigma)
+            native[i] += noise(0, k)
+            contrast[i] += noise(1, k)
         # Scanners store whole HU within the 12-bit CT range.
         for vol in (native, contrast):
             np.rint(vol[i], out=vol[i])
             np.clip(vol[i], HU_STORED_MIN, HU_STORED_MAX, out=vol[i])
+            if outside is not None:
+                vol[i][outside] = acq.padding_hu
+        if outside is not None:
+            labels[i][outside] = LABELS["padding"]
+            c_labels[i][outside] = LABELS["padding"]
 
     n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     if n_workers <= 1 or n <= 2:
@@ -246,6 +289,18 @@ def make_phantom_pair(
         "n_slices": n,
         "full_slices": total,
         "typical_hu": bool(typical_hu),
+        "acquisition": acq.mode,
+        "pixel_mm": px,
+        "fov_mm": an.fov,
+        "scan_radius_mm": acq.scan_radius_mm,
+        "padding_hu": acq.padding_hu,
+        "padding_label": LABELS["padding"] if acq.padding_hu is not None else None,
+        "noise_kernel": "binomial [1,2,1]" if acq.nps_peak_per_mm is None else "ramp × Gaussian apodisation",
+        "nps_peak_per_mm": acq.nps_peak_per_mm,
+        "timing": acq.timing,
+        "contrast_phase": acq.phase_name,
+        "identity": acq.identity,
+        "arms": acq.arms,
     }
     hu_table = {name: (float(v[0]), float(v[1])) for name, v in an.hu.items()}
     study = {
@@ -265,6 +320,8 @@ def make_phantom_pair(
         "PatientComments": "Procedural phantom generated by MFM Studio; not a patient.",
     }
     key = (seed, size, float(motion_mm), sigma, start, n, bool(typical_hu))
+    if acq.mode != "classic":  # classic keeps its earlier UIDs
+        key += (acq.mode, acq.timing, acq.identity)
 
     def meta(kind: str, phase: str | None, description: str) -> dict[str, Any]:
         series_uid = _uid("series", kind, *key)

@@ -102,7 +102,11 @@ TISSUES: tuple[Tissue, ...] = (
         25, "intervertebral_disc", (70, 85, 100), None, "chosen: annulus/nucleus, slight uptake", (4, 8, 12)
     ),
     Tissue(26, "spinal_canal", (15, 22, 30), None, "CSF + cord, chosen"),
+    # Outside the reconstruction circle: not a tissue; its value is the patient's padding (scanner.py).
+    Tissue(27, "padding", (-1024, -1024, -1024), None, "DICOM Pixel Padding Value: -1024, -2000 or -3024"),
 )
+# Labels that are not drawn from the table per patient (their values come from the acquisition).
+_NOT_DRAWN = frozenset({"padding"})
 
 LABELS: dict[str, int] = {t.name: t.label for t in TISSUES}
 LEGEND: dict[int, str] = {t.label: t.name for t in TISSUES}
@@ -120,6 +124,8 @@ def sample_hu(rng: np.random.Generator, *, typical: bool = False) -> dict[str, t
     bolus = 0.5 if typical else float(rng.beta(2.0, 2.0))
     out: dict[str, tuple[float, float]] = {}
     for t in TISSUES:
+        if t.name in _NOT_DRAWN:
+            continue
         n_lo, n_typ, n_hi = t.native
         if typical:
             native = float(n_typ)
@@ -153,4 +159,61 @@ def sample_hu(rng: np.random.Generator, *, typical: bool = False) -> dict[str, t
     ln, la = out["liver"]
     sn, sa = out["spleen"]
     out["spleen"] = (min(sn, ln - 3.0), sa)
+    return out
+
+
+# --- contrast timing (acquisition="varied") ---------------------------------------------------
+#: Typical enhancement (HU over native) at early arterial (~20 s after injection, timing 0), late
+#: arterial (~35–40 s, timing 0.5: the table's typicals above) and portal venous (~65–75 s, timing 1).
+#: Sources in docs/phantom.md: [B], [H], [F], [Y], [L], [RLA]; rows without one are chosen.
+TIMING_ENHANCEMENT: dict[str, tuple[float, float, float]] = {
+    "aorta": (260.0, 276.0, 125.0),
+    "artery": (235.0, 246.0, 115.0),
+    "ivc": (0.0, 28.0, 85.0),
+    "portal_vein": (25.0, 86.0, 140.0),
+    "renal_vein": (70.0, 116.0, 120.0),
+    "hepatic_vein": (0.0, 11.0, 110.0),
+    "liver": (4.0, 18.0, 55.0),
+    "spleen": (45.0, 65.0, 70.0),
+    "kidney_cortex": (130.0, 142.0, 140.0),
+    "kidney_medulla": (15.0, 41.0, 105.0),
+    "pancreas": (55.0, 70.0, 55.0),
+    "bowel_wall": (30.0, 48.0, 45.0),
+    "muscle": (4.0, 9.0, 14.0),
+    "skin": (4.0, 8.0, 12.0),
+    "intervertebral_disc": (4.0, 8.0, 10.0),
+}
+#: Dense cortical bone (HU, low / typical / high) for acquisition="varied": long-bone shafts reach it;
+#: thin cortices (vertebrae, ribs) show less through partial volume ([P] bone 700–3000).
+CORTICAL_VARIED = (1200.0, 1450.0, 1700.0)
+
+
+def timing_curve(name: str, tau: float) -> float:
+    """Typical enhancement (HU) of a tissue at timing ``tau`` (piecewise linear through the three phases)."""
+    e0, e1, e2 = TIMING_ENHANCEMENT[name]
+    t = float(np.clip(tau, 0.0, 1.0))
+    return e0 + 2 * t * (e1 - e0) if t <= 0.5 else e1 + (2 * t - 1) * (e2 - e1)
+
+
+def apply_timing(
+    hu: dict[str, tuple[float, float]], tau: float, *, identity: bool
+) -> dict[str, tuple[float, float]]:
+    """Move a late-arterial table to timing ``tau`` (or remove all iodine when ``identity``).
+
+    Each tissue keeps its own per-patient deviation from the typical late-arterial enhancement and
+    moves along the typical time–attenuation curve, scaled by the patient's bolus strength (how the
+    aorta compares with its typical late-arterial enhancement). Enhancement never goes negative.
+    """
+    out = dict(hu)
+    if identity:
+        return {k: (n, n) for k, (n, _) in hu.items()}
+    an, aa = hu["aorta"]
+    k = float(np.clip((aa - an) / TIMING_ENHANCEMENT["aorta"][1], 0.75, 1.3))
+    for name in TIMING_ENHANCEMENT:
+        n, a = hu[name]
+        shift = k * (timing_curve(name, tau) - timing_curve(name, 0.5))
+        out[name] = (n, n + max(a - n + shift, 0.0))
+    cn, ca = out["kidney_cortex"]
+    mn, ma = out["kidney_medulla"]
+    out["kidney_medulla"] = (mn, min(ma, ca))
     return out
