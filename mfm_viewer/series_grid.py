@@ -10,6 +10,7 @@ from PySide6 import QtCore, QtWidgets
 from mfm_engine.volume import PLANES, Plane
 from mfm_viewer.colorbar import ColorBar
 from mfm_viewer.logic.cursor import CursorModel
+from mfm_viewer.logic.orientation import true_voxel_position
 from mfm_viewer.logic.session import SYNTHETIC, PaneSpec, Session
 from mfm_viewer.plane_view import PlaneView
 
@@ -19,12 +20,42 @@ _HEADER = "color: #f0f0f0; background: #2a2a2a; font-weight: bold; padding: 3px;
 _HEADER_SYNTHETIC = "color: #ff8c1a; background: #2a2a2a; font-weight: bold; padding: 3px;"
 
 
-def _placeholder(spec: PaneSpec, plane: Plane) -> str:
+def _placeholder(spec: PaneSpec, plane: Plane, translating: tuple[int, int] | None = None) -> str:
     if spec.key == SYNTHETIC or spec.kind == "diff":
+        if translating is not None:
+            done, total = translating
+            return f"Translating the volume… {done} / {total} slices"
         if plane == "axial":
             return "No synthetic slice yet: open a model, or change a setting to preview this slice."
-        return "Press “Translate volume” to fill this plane."
+        return "Volume not translated yet (Engine ▸ Translate volume, Ctrl+T)."
     return ""
+
+
+class ElidedLabel(QtWidgets.QLabel):
+    """A one-line label that shortens its text with '…' to its width; the whole text is the tooltip."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.full_text = ""
+
+    def set_full_text(self, text: str) -> None:
+        """Show ``text``, elided to fit."""
+        self.full_text = text
+        self.setToolTip(text)
+        self._elide()
+
+    @property
+    def elided(self) -> bool:
+        """True when the shown text is shorter than the whole."""
+        return self.text() != self.full_text
+
+    def _elide(self) -> None:
+        room = max(10, self.contentsRect().width() - 2)
+        self.setText(self.fontMetrics().elidedText(self.full_text, QtCore.Qt.TextElideMode.ElideRight, room))
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802
+        super().resizeEvent(ev)
+        self._elide()
 
 
 class SeriesGrid(QtWidgets.QWidget):
@@ -44,6 +75,7 @@ class SeriesGrid(QtWidgets.QWidget):
         self.diff_range = 200.0
         self.overlay_opacity = 0.6
         self.synthetic_note = ""
+        self.translating: tuple[int, int] | None = None
         self.colorbar = ColorBar(self)
         self._grid = QtWidgets.QGridLayout(self)
         self._grid.setContentsMargins(0, 0, 0, 0)
@@ -92,7 +124,7 @@ class SeriesGrid(QtWidgets.QWidget):
         # square; more series: a column per series, a row per plane.
         by_rows = len(planes) > 1 and len(specs) < len(planes)
         for s_index, spec in enumerate(specs):
-            header = QtWidgets.QLabel(self)
+            header = ElidedLabel(self)
             header.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
             # Long titles must not widen their column: every column gets the same share.
             header.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed)
@@ -143,7 +175,21 @@ class SeriesGrid(QtWidgets.QWidget):
             def overlay(p, i, key=spec.overlay):
                 return session.slice(key, p, i)
 
-        view.set_source(source, spec.kind, spec.title, spec.synthetic, overlay, _placeholder(spec, plane))
+        view.set_source(
+            source,
+            spec.kind,
+            spec.title,
+            spec.synthetic,
+            overlay,
+            _placeholder(spec, plane, self.translating),
+        )
+
+    def set_translating(self, state: tuple[int, int] | None) -> None:
+        """(done, total) slices while the volume translates, None otherwise: the empty panes say so."""
+        self.translating = state
+        for (key, plane), view in self.views.items():
+            spec = next(s for s in self.specs if s.key == key)
+            view.set_placeholder(_placeholder(spec, plane, state))
 
     def _clear(self) -> None:
         # Hidden at once: deleteLater only runs when control is back in the event loop.
@@ -174,8 +220,7 @@ class SeriesGrid(QtWidgets.QWidget):
                 text += f"  ({self.synthetic_note})" if self.synthetic_note else ""
             elif spec.overlay:
                 text += "  + difference overlay"
-            header.setText(text)
-            header.setToolTip(text)
+            header.set_full_text(text)
             header.setStyleSheet(_HEADER_SYNTHETIC if spec.synthetic else _HEADER)
 
     def set_synthetic_note(self, note: str) -> None:
@@ -218,4 +263,8 @@ class SeriesGrid(QtWidgets.QWidget):
             if value is not None:
                 parts.append(f"{spec.title}: {value:.0f} HU")
         i, j, k = ijk
-        self.hover_text.emit(f"voxel ({i}, {j}, {k})   " + "   ".join(parts))
+        # Where the scanner measured this voxel (for a regularised stack not where the grid draws it).
+        x, y, z = true_voxel_position(self.session.input, ijk)
+        self.hover_text.emit(
+            f"voxel ({i}, {j}, {k})  LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm   " + "   ".join(parts)
+        )

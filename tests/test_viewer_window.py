@@ -384,6 +384,8 @@ def test_real_scans_open_upright(window, shared_data):
 
     head = shared_data / "dcm_qa_ct_GE_tilt_head"
     assert window.open_study(head)
-    assert window.session.input.warnings and "Warnings:" in window.statusBar().currentMessage()
+    # The warnings stay in the banner above the views (not in the status bar, which is transient).
+    assert window.session.input.warnings and window.banner.isVisible()
+    assert window.banner.count == len(window.session.input.warnings) + 1  # + displayed regularised
     window.window_toolbar.actions_by_name["bone"].trigger()
     shot(window, "32_real_tilted_head_warnings")
