@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_DISPLAY = 0, 1, 2
-DEMO_MODEL_LABEL = "demo model (phantom-trained)"
+DEMO_MODEL_LABEL = "demo (phantom-trained)"
 SCREENSHOT_SIZE = (1600, 1000)
 _HEADLESS = ("offscreen", "minimal")
 

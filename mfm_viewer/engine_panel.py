@@ -25,6 +25,41 @@ def format_metrics(values: dict | None) -> tuple[str, str, str]:
     return f"{values.get('mae_hu', math.nan):.1f} HU", f"{values.get('ssim', math.nan):.3f}", psnr_text
 
 
+class ElidingComboBox(QtWidgets.QComboBox):
+    """A combo box that shortens its shown text with '…' to its width (the full text is the tooltip)."""
+
+    def paintEvent(self, ev) -> None:  # noqa: N802
+        style = self.style()
+        painter = QtWidgets.QStylePainter(self)
+        opt = QtWidgets.QStyleOptionComboBox()
+        self.initStyleOption(opt)
+        painter.drawComplexControl(QtWidgets.QStyle.ComplexControl.CC_ComboBox, opt)
+        field = style.subControlRect(
+            QtWidgets.QStyle.ComplexControl.CC_ComboBox,
+            opt,
+            QtWidgets.QStyle.SubControl.SC_ComboBoxEditField,
+            self,
+        )
+        opt.currentText = self.fontMetrics().elidedText(
+            opt.currentText, QtCore.Qt.TextElideMode.ElideRight, max(10, field.width() - 4)
+        )
+        painter.drawControl(QtWidgets.QStyle.ControlElement.CE_ComboBoxLabel, opt)
+
+    def shown_text(self) -> str:
+        """The text as painted (for tests)."""
+        opt = QtWidgets.QStyleOptionComboBox()
+        self.initStyleOption(opt)
+        field = self.style().subControlRect(
+            QtWidgets.QStyle.ComplexControl.CC_ComboBox,
+            opt,
+            QtWidgets.QStyle.SubControl.SC_ComboBoxEditField,
+            self,
+        )
+        return self.fontMetrics().elidedText(
+            self.currentText(), QtCore.Qt.TextElideMode.ElideRight, max(10, field.width() - 4)
+        )
+
+
 class EnginePanel(QtWidgets.QWidget):
     """Controls of the translation engine and what it last did."""
 
@@ -39,7 +74,7 @@ class EnginePanel(QtWidgets.QWidget):
         self.direction = QtWidgets.QComboBox()
         for code, label in DIRECTIONS.items():
             self.direction.addItem(label, code)
-        self.model = QtWidgets.QComboBox()
+        self.model = ElidingComboBox()
         self.model.setSizeAdjustPolicy(
             QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )

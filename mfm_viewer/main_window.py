@@ -66,7 +66,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stack.addWidget(self.welcome)
         self.stack.addWidget(self.grid)
         self.banner = WarningBanner()
-        self.banner.set_expanded(self.settings.get("display/warnings_expanded", True))
+        self.banner.set_expanded(self.settings.get("display/warnings_expanded", False))
         self.banner.toggle.toggled.connect(lambda on: self.settings.set("display/warnings_expanded", on))
         central = QtWidgets.QWidget()
         column = QtWidgets.QVBoxLayout(central)
@@ -121,6 +121,20 @@ class MainWindow(QtWidgets.QMainWindow):
         install_pacs(self)  # File ▸ Open from PACS…, Send synthetic to PACS…, PACS nodes… (pacs_dialog.py)
         install_reader_study(self)  # Reader study ▸ design, reading session, results (reader_study/menu.py)
         self.resize(1500, 950)
+
+    def _fit_toolbars(self) -> None:
+        """Both toolbars on one row when they fit, else the display toolbar on a second row (never '»')."""
+        need = self.window_toolbar.sizeHint().width() + self.display_toolbar.sizeHint().width() + 16
+        two_rows = need > self.width()
+        if two_rows != self.toolBarBreak(self.display_toolbar):
+            if two_rows:
+                self.insertToolBarBreak(self.display_toolbar)
+            else:
+                self.removeToolBarBreak(self.display_toolbar)
+
+    def resizeEvent(self, ev: QtGui.QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(ev)
+        self._fit_toolbars()
 
     def show_first_time(self) -> None:
         """Show the window as it was left when that fits this screen, else maximised."""

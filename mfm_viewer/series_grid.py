@@ -32,11 +32,13 @@ def _placeholder(spec: PaneSpec, plane: Plane, translating: tuple[int, int] | No
 
 
 class ElidedLabel(QtWidgets.QLabel):
-    """A one-line label that shortens its text with '…' to its width; the whole text is the tooltip."""
+    """A header that fits its width: one line, else two (broken at ' · ' or '  ('), and only then
+    shortened with '…'; the whole text is always the tooltip."""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.full_text = ""
+        self._lines = 1
 
     def set_full_text(self, text: str) -> None:
         """Show ``text``, elided to fit."""
@@ -44,14 +46,29 @@ class ElidedLabel(QtWidgets.QLabel):
         self.setToolTip(text)
         self._elide()
 
+    def _elide(self) -> None:
+        fm = self.fontMetrics()
+        room = max(10, self.contentsRect().width() - 2)
+        text = self.full_text
+        lines = [text]
+        if fm.horizontalAdvance(text) > room:
+            breaks = [i for sep in (" · ", "  (") for i in range(len(text)) if text.startswith(sep, i)]
+            fitting = [i for i in breaks if fm.horizontalAdvance(text[:i]) <= room]
+            cut = max(fitting) if fitting else (min(breaks) if breaks else None)
+            if cut is None:
+                lines = [text]
+            else:
+                lines = [text[:cut], text[cut:].strip(" ·")]
+        shown = [fm.elidedText(line, QtCore.Qt.TextElideMode.ElideRight, room) for line in lines]
+        self.setText("\n".join(shown))
+        if len(lines) != self._lines:
+            self._lines = len(lines)
+            self.setFixedHeight(fm.height() * len(lines) + 10)
+
     @property
     def elided(self) -> bool:
-        """True when the shown text is shorter than the whole."""
-        return self.text() != self.full_text
-
-    def _elide(self) -> None:
-        room = max(10, self.contentsRect().width() - 2)
-        self.setText(self.fontMetrics().elidedText(self.full_text, QtCore.Qt.TextElideMode.ElideRight, room))
+        """True when some of the text is cut (not merely wrapped)."""
+        return "…" in self.text() and "…" not in self.full_text
 
     def resizeEvent(self, ev) -> None:  # noqa: N802
         super().resizeEvent(ev)

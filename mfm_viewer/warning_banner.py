@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from PySide6 import QtCore, QtWidgets
 
+from mfm_viewer.logic.study_info import warning_topic
+
 _STYLE = (
     "QFrame#warning_banner { background: #4a3a10; border: 1px solid #c9a227; }"
     " QLabel { color: #ffe9a8; background: transparent; }"
@@ -67,6 +69,7 @@ class WarningBanner(QtWidgets.QFrame):
         n = len(self.warnings)
         self.toggle.setText(f"⚠ {n} reading warning{'s' if n != 1 else ''}")
         self.details.setText("\n".join(f"• {w}" for w in self.warnings))
+        self.summary.setToolTip("\n".join(self.warnings))
         self.setToolTip("\n".join(self.warnings))
         self._update_summary()
         self.setVisible(n > 0)
@@ -83,10 +86,11 @@ class WarningBanner(QtWidgets.QFrame):
         self._update_summary()
 
     def _update_summary(self) -> None:
-        if self.expanded or not self.warnings:
+        if not self.warnings:
             self.summary.setText("")
             return
-        first = self.warnings[0]
+        first = " · ".join(warning_topic(w) for w in self.warnings)
+        first += "   (click ▸ to read)" if not self.expanded else ""
         width = max(40, self.summary.width())
         self.summary.setText(
             self.summary.fontMetrics().elidedText(first, QtCore.Qt.TextElideMode.ElideRight, width)

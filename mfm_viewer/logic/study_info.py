@@ -19,6 +19,7 @@ _HEAD_WORDS = re.compile(r"\b(HEAD|BRAIN|SKULL|CRANE|CRANIUM|CEREBR\w*|NEURO|KOP
 HEAD_FOV_MM = 260.0
 REGULARISED_PREFIX = "displayed regularised"
 __all__ = [
+    "warning_topic",
     "is_head",
     "head_reason",
     "reading_warnings",
@@ -65,13 +66,28 @@ def regularised_warning(volume: Volume) -> str | None:
     )
 
 
+# What a reader must know first: where slices really are, then what the pixels lost, then the rest.
+_ORDER = ("displayed regularised", "gantry tilt", "gap", "uneven", "lossy", "modality", "uid", "empty")
+
+
+def _rank(warning: str) -> int:
+    low = warning.lower()
+    return next((n for n, word in enumerate(_ORDER) if word in low), len(_ORDER))
+
+
 def reading_warnings(volume: Volume) -> list[str]:
-    """Every reading warning of a study, for the banner and for exports' provenance."""
+    """Every reading warning of a study, most important first, for the banner and exports' provenance."""
     out = [str(w) for w in volume.warnings]
     extra = regularised_warning(volume)
     if extra is not None:
         out.append(extra)
-    return out
+    return sorted(out, key=_rank)  # stable: the reader's order within a rank
+
+
+def warning_topic(warning: str) -> str:
+    """The short name of a warning for a one-line summary: its words before the first ':' (≤ 40 chars)."""
+    head = warning.split(":", 1)[0].strip()
+    return head if len(head) <= 40 else head[:39] + "…"
 
 
 slice_position_text = normal_position_text  # the name the views use
