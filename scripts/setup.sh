@@ -18,8 +18,10 @@ if [ "$(uname -s)" = Linux ]; then
   if [ -n "$qt_missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "setup: installing Qt's system libraries: $qt_missing"
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $qt_missing) >/dev/null \
-        || echo "setup: could not install $qt_missing; run: apt-get install $qt_missing" >&2
+      if ! apt_log=$( (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $qt_missing) 2>&1 ); then
+        echo "$apt_log" >&2
+        echo "setup: could not install $qt_missing; run: apt-get install $qt_missing" >&2
+      fi
     elif [ "${MFM_SETUP_SUDO:-}" = yes ] && command -v sudo >/dev/null && command -v apt-get >/dev/null; then
       sudo apt-get install -y $qt_missing
     else
