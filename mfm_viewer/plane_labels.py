@@ -176,6 +176,6 @@ class PlaneLabels:
         if self.placeholder.isVisibleTo(self.parent):
             inner = max(40, w - 2 * (max(left.width(), right.width()) + m + gap))
             self.placeholder.setFixedWidth(inner)
-            self.placeholder.adjustSize()
+            self.placeholder.setFixedHeight(self.placeholder.heightForWidth(inner))
             y = max(top_band + top.height() + 2 * gap, (h - self.placeholder.height()) // 2)
             put(self.placeholder, (w - inner) // 2, y)

@@ -27,7 +27,7 @@ def _placeholder(spec: PaneSpec, plane: Plane, translating: tuple[int, int] | No
             return f"Translating the volume… {done} / {total} slices"
         if plane == "axial":
             return "No synthetic slice yet: open a model, or change a setting to preview this slice."
-        return "Volume not translated yet (Engine ▸ Translate volume, Ctrl+T)."
+        return "Volume not translated yet: Translate volume (Ctrl+T)"
     return ""
 
 
