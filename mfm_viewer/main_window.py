@@ -467,7 +467,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if path.suffix.lower() != ".png":
             path = path.with_suffix(".png")
         # Lay out what changed since the last event-loop turn (e.g. the status bar's HU readout).
-        for widget in (self.statusBar(), self):
+        for widget in (self.statusBar(), self.window_toolbar, self.display_toolbar, self.banner, self):
             if widget.layout() is not None:
                 widget.layout().activate()
         image = self.grab().toImage()
