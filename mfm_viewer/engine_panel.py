@@ -78,7 +78,7 @@ class EnginePanel(QtWidgets.QWidget):
         self.model.setSizeAdjustPolicy(
             QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
-        self.model.setMinimumContentsLength(14)
+        self.model.setMinimumContentsLength(21)
         self.open_button = QtWidgets.QPushButton("Open checkpoint…")
         self.solver = QtWidgets.QComboBox()
         self.solver.addItems(SOLVER_NAMES)
