@@ -22,8 +22,11 @@ if [ "$(uname -s)" = Linux ]; then
         echo "$apt_log" >&2
         echo "setup: could not install $qt_missing; run: apt-get install $qt_missing" >&2
       fi
-    elif [ "${MFM_SETUP_SUDO:-}" = yes ] && command -v sudo >/dev/null && command -v apt-get >/dev/null; then
-      sudo apt-get install -y $qt_missing
+    elif command -v sudo >/dev/null && command -v apt-get >/dev/null \
+      && { [ "${MFM_SETUP_SUDO:-}" = yes ] || { [ -t 0 ] && [ -t 1 ] \
+        && read -r -p "setup: Qt's window needs $qt_missing; install with sudo apt-get now? [y/N] " answer \
+        && [ "$answer" = y -o "$answer" = Y ]; }; }; then
+      sudo apt-get install -y $qt_missing || echo "setup: sudo apt-get install $qt_missing failed; the viewer may not open a window" >&2
     else
       echo "setup: the viewer's window needs system libraries that Qt's xcb plugin lacks here. Run:"
       echo "  sudo apt-get install $qt_missing"

@@ -150,3 +150,16 @@ def test_tilted_head_slice_15_says_the_scanners_z(window):
     assert vol.is_regularised
     window.banner.set_expanded(True)
     shot(window, "43_tilted_head_banner")
+
+
+def test_a_lossy_source_is_a_reading_warning():
+    from mfm_engine.io.study import discover_series, read_study
+
+    folder = shared_subfolder("wg04_ct_transfer_syntaxes")
+    series = discover_series(folder)
+    lossy = next(i for i, s in enumerate(series) if s.transfer_syntax == "JPEG 2000 Image Compression")
+    lossless = next(i for i, s in enumerate(series) if s.transfer_syntax == "Explicit VR Little Endian")
+    warnings = reading_warnings(read_study(folder, series=lossy))
+    assert warnings[0].startswith("lossy compression: the pixels were stored as JPEG 2000")
+    assert "69:1" in warnings[0]
+    assert not any(w.startswith("lossy") for w in reading_warnings(read_study(folder, series=lossless)))
