@@ -137,7 +137,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self._fit_toolbars()
 
     def show_first_time(self) -> None:
-        """Show the window as it was left when that fits this screen, else maximised."""
+        """Show the window maximised, or as it was left when that was at least 90% of this screen.
+
+        A window restored small (another screen, an old session) is what made the first screen
+        unreadable, so a smaller saved geometry gives way to the whole screen.
+        """
         geometry = self.settings.value("window/geometry")
         screen = self.screen() or QtGui.QGuiApplication.primaryScreen()
         available = screen.availableGeometry() if screen is not None else None
@@ -148,8 +152,8 @@ class MainWindow(QtWidgets.QMainWindow):
         ):
             fits = available is None or (
                 available.contains(self.frameGeometry().center())
-                and self.width() >= 0.5 * available.width()
-                and self.height() >= 0.5 * available.height()
+                and self.width() >= 0.9 * available.width()
+                and self.height() >= 0.9 * available.height()
             )
             if fits or self.isMaximized():
                 self.show()
@@ -309,8 +313,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stack.setCurrentWidget(self.grid)
         self.engine.set_session(session)
         self.window_toolbar.set_region("head" if is_head(volume) else "body")
-        self.banner.set_warnings(reading_warnings(volume))
+        self._update_banner()
         self._update_title()
+
+    def _update_banner(self) -> None:
+        """The input's reading warnings, then the reference's (marked so)."""
+        if self.session is None:
+            self.banner.set_warnings([])
+            return
+        warnings = reading_warnings(self.session.input)
+        if self.session.reference is not None:
+            warnings += [f"Reference: {w}" for w in reading_warnings(self.session.reference)]
+        self.banner.set_warnings(warnings)
 
     def _update_title(self) -> None:
         if self.session is None:
@@ -360,6 +374,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage("Reference opened", 5000)
         self.grid.rebuild()
         self.engine.update_reference_state()
+        self._update_banner()
         return True
 
     def close_reference(self) -> None:
@@ -367,6 +382,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.session.set_reference(None)
             self.grid.rebuild()
             self.engine.update_reference_state()
+            self._update_banner()
 
     # -- checkpoint -----------------------------------------------------------------------------------
     def choose_checkpoint(self) -> None:

@@ -237,3 +237,19 @@ def test_the_window_opens_filling_the_screen(qtbot, tmp_path):
     available = w.screen().availableGeometry()
     assert w.width() >= 0.9 * available.width() and w.height() >= 0.9 * available.height()
     w.close()
+
+
+def test_a_saved_geometry_too_small_for_the_screen_gives_way_to_maximised(qtbot, tmp_path):
+    settings = ViewerSettings(tmp_path / "viewer.ini")
+    small = MainWindow(settings)
+    qtbot.addWidget(small)
+    small.resize(640, 400)
+    small.show()
+    small.close()  # saves its geometry
+    settings.sync()
+    w = MainWindow(ViewerSettings(tmp_path / "viewer.ini"))
+    qtbot.addWidget(w)
+    w.show_first_time()
+    available = w.screen().availableGeometry()
+    assert w.width() >= 0.9 * available.width() and w.height() >= 0.9 * available.height()
+    w.close()

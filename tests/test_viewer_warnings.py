@@ -163,3 +163,18 @@ def test_a_lossy_source_is_a_reading_warning():
     assert warnings[0].startswith("lossy compression: the pixels were stored as JPEG 2000")
     assert "69:1" in warnings[0]
     assert not any(w.startswith("lossy") for w in reading_warnings(read_study(folder, series=lossless)))
+
+
+def test_the_references_warnings_join_the_banner_marked_as_such(window):
+    even, _ = mini_study(shape=(6, 48, 48), spacing=(5.0, 5.0, 6.0))
+    window.set_study(even)
+    assert not window.banner.isVisible()
+    reference = uneven_study()
+    reference.meta["phase"] = "native"
+    assert window.set_reference(reference, resample=False)
+    assert (
+        window.banner.isVisible()
+        and window.banner.warnings[0] == "Reference: " + reading_warnings(reference)[0]
+    )
+    window.close_reference()
+    assert not window.banner.isVisible()
