@@ -336,6 +336,7 @@ class EngineController(QtCore.QObject):
             return
         worker = CallWorker(lambda s=session.synthetic, r=session.reference: volume_metrics(s, r), self)
         generation = self.generation
+        self.panel.set_metrics_pending("volume")
 
         def show(values, g=generation) -> None:
             if g == self.generation:

@@ -230,6 +230,11 @@ class EnginePanel(QtWidgets.QWidget):
         for col, text in enumerate(format_metrics(values)):
             self.metric_labels[(which, col)].setText(text)
 
+    def set_metrics_pending(self, which: str) -> None:
+        """Metrics of a row are being computed: an ellipsis, not a dash."""
+        for col in range(3):
+            self.metric_labels[(which, col)].setText("…")
+
     def metrics_text(self, which: str) -> tuple[str, str, str]:
         """The shown (MAE, SSIM, PSNR) texts of a row (for tests and screenshots)."""
         return tuple(self.metric_labels[(which, col)].text() for col in range(3))  # type: ignore[return-value]
