@@ -14,6 +14,15 @@ from mfm_viewer.logic.orientation import true_voxel_position
 from mfm_viewer.logic.session import SYNTHETIC, PaneSpec, Session
 from mfm_viewer.plane_view import PlaneView
 
+# Short names for the status bar's probe (every pane's HU on one line).
+_SHORT_NAMES = {
+    "input": "input",
+    "synthetic": "SYNTHETIC",
+    "reference": "reference",
+    "diff_input": "Δ input",
+    "diff_reference": "Δ reference",
+}
+
 LAYOUTS: dict[str, tuple[Plane, ...]] = {"three planes": PLANES, "axial only": ("axial",)}
 
 _HEADER = "color: #f0f0f0; background: #2a2a2a; font-weight: bold; padding: 3px;"
@@ -63,7 +72,8 @@ class ElidedLabel(QtWidgets.QLabel):
         self.setText("\n".join(shown))
         if len(lines) != self._lines:
             self._lines = len(lines)
-            self.setFixedHeight(fm.height() * len(lines) + 10)
+            # The tallest header sets its row; the others fill it (no gap above a one-line header).
+            self.setMinimumHeight(fm.height() * len(lines) + 10)
 
     @property
     def elided(self) -> bool:
@@ -144,9 +154,9 @@ class SeriesGrid(QtWidgets.QWidget):
             header = ElidedLabel(self)
             header.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
             # Long titles must not widen their column: every column gets the same share.
-            header.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed)
+            header.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
             header.setMinimumWidth(10)
-            header.setFixedHeight(header.fontMetrics().height() + 10)
+            header.setMinimumHeight(header.fontMetrics().height() + 10)
             self.headers[spec.key] = header
             if by_rows:
                 self._grid.addWidget(header, 2 * s_index, 0, 1, len(planes))
@@ -278,10 +288,9 @@ class SeriesGrid(QtWidgets.QWidget):
         for spec in self.specs:
             value = values.get(spec.key)
             if value is not None:
-                parts.append(f"{spec.title}: {value:.0f} HU")
+                parts.append(f"{_SHORT_NAMES.get(spec.key, spec.title)} {value:.0f}")
         i, j, k = ijk
         # Where the scanner measured this voxel (for a regularised stack not where the grid draws it).
         x, y, z = true_voxel_position(self.session.input, ijk)
-        self.hover_text.emit(
-            f"voxel ({i}, {j}, {k})  LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm   " + "   ".join(parts)
-        )
+        values_text = " · ".join(parts) + " HU" if parts else ""
+        self.hover_text.emit(f"voxel ({i}, {j}, {k})  LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm   {values_text}")

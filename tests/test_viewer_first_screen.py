@@ -57,11 +57,20 @@ def _open_first_screen(qtbot, window, demo, size, tiny) -> None:
         QtWidgets.QApplication.processEvents()
 
 
+@pytest.mark.parametrize(
+    "display", [("three planes", "panes"), ("axial only", "overlay")], ids=lambda d: d[0]
+)
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_nothing_is_clipped_or_overlapping(qtbot, window, demo, size, tiny_checkpoint):  # noqa: F811
+def test_nothing_is_clipped_or_overlapping(qtbot, window, demo, size, display, tiny_checkpoint):  # noqa: F811
+    bar = window.display_toolbar
+    bar.layout_combo.setCurrentText(display[0])
+    bar.diff_combo.setCurrentIndex(bar.diff_combo.findData(display[1]))
     _open_first_screen(qtbot, window, demo, size, tiny_checkpoint)
     grid = window.grid
-    assert len(grid.specs) == 5 and len(grid.views) == 15  # input, synthetic, reference, two differences
+    if display == ("three planes", "panes"):
+        assert len(grid.specs) == 5 and len(grid.views) == 15  # input, synthetic, reference, two differences
+    else:
+        assert len(grid.specs) == 3 and len(grid.views) == 3  # differences drawn over input and reference
     # Toolbars: nothing folded away behind '»'.
     for bar in (window.window_toolbar, window.display_toolbar):
         ext = bar.findChild(QtWidgets.QToolButton, "qt_toolbar_ext_button")
@@ -100,7 +109,7 @@ def test_nothing_is_clipped_or_overlapping(qtbot, window, demo, size, tiny_check
         for a, b in itertools.combinations(shown, 2):
             assert not a.geometry().intersects(b.geometry()), (key, plane, a.text(), b.text())
         must = [view.labels.title, view.labels.slice_info, *view.labels.letters.values()]
-        if view.synthetic:
+        if view.synthetic or view.overlay_source is not None:
             must.append(view.labels.synthetic)
         if view.show_window_text:
             must.append(view.labels.window_info)
@@ -109,7 +118,8 @@ def test_nothing_is_clipped_or_overlapping(qtbot, window, demo, size, tiny_check
     # The engine dock: the model's whole name is in the tooltip when the list is narrower.
     assert DEMO_MODEL_LABEL in window.engine_panel.model.toolTip()
     SHOTS.mkdir(exist_ok=True)
-    assert window.save_screenshot(SHOTS / f"41_first_screen_{size[0]}x{size[1]}.png")
+    name = display[0].replace(" ", "_")
+    assert window.save_screenshot(SHOTS / f"41_first_screen_{size[0]}x{size[1]}_{name}.png")
 
 
 def _relative_luminance(rgb) -> float:

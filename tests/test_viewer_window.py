@@ -302,7 +302,10 @@ def test_open_phantom_dicom_study_with_reference(window, qtbot, tmp_path):
     # Hovering the aorta reads out the arterial and native HU there (DICOM stores whole HU).
     axial._on_mouse_moved(axial.view.mapViewToScene(axial.display_point((i, j, k))))
     text = window.hover_label.text()
-    assert f"{pair.contrast.hu[k, j, i]:.0f} HU" in text and f"{pair.native.hu[k, j, i]:.0f} HU" in text
+    assert (
+        f"input {pair.contrast.hu[k, j, i]:.0f}" in text
+        and f"reference {pair.native.hu[k, j, i]:.0f} HU" in text
+    )
     assert axial.labels.readout.text() == f"{round(float(pair.contrast.hu[k, j, i])):.0f} HU"
     assert window.session.input.hu[aorta].mean() > 250 > window.session.reference.hu[aorta].mean()
     shot(window, "07_phantom_dicom_with_reference")
