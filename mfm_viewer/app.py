@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the viewer; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.series is not None and not args.path:
+        parser.error("--series chooses among the series of a DICOM folder: give the folder as PATH")
     if args.window:
         try:
             args.window_wl = parse_window(args.window)

@@ -60,6 +60,7 @@ def _run(tmp_path, *args) -> int:
         (["--solver", "nosuch"], "invalid choice"),
         (["--direction", "up"], "invalid choice"),
         (["--window", "nosuch"], "unknown window preset"),
+        (["--series", "2"], "give the folder as PATH"),
     ],
 )
 def test_bad_options_fail_at_once_in_words(argv, message, capsys):
