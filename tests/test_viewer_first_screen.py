@@ -263,3 +263,18 @@ def test_a_saved_geometry_too_small_for_the_screen_gives_way_to_maximised(qtbot,
     available = w.screen().availableGeometry()
     assert w.width() >= 0.9 * available.width() and w.height() >= 0.9 * available.height()
     w.close()
+
+
+def test_a_long_model_name_elides_with_its_whole_name_in_the_tooltip(qtbot):
+    from mfm_viewer.engine_panel import EnginePanel
+
+    panel = EnginePanel()
+    qtbot.addWidget(panel)
+    long_name = "TimeResNet paper (phantom, 124.6 M parameters, trained 2026-11-30, best.safetensors)"
+    panel.set_models([(long_name, "/models/best.safetensors")], "/models/best.safetensors")
+    panel.resize(260, 500)
+    panel.show()
+    qtbot.waitExposed(panel)
+    shown = panel.model.shown_text()
+    assert shown.endswith("…") and len(shown) < len(long_name)
+    assert long_name in panel.model.toolTip() and "/models/best.safetensors" in panel.model.toolTip()
