@@ -3,8 +3,8 @@
 Plain QLabels on top of the graphics viewport, so they keep their size and place whatever the zoom.
 Every label sits on its own dark translucent backdrop, so it reads on black air, on bone and on
 the near-white of a difference map alike. ``place`` never lets two labels overlap or leave the
-view: corner texts that do not fit side by side are stacked, and a view too small for a label
-hides it (its text stays in the view's tooltip and the status bar).
+view: corner texts that do not fit side by side are stacked, and in a view too small for a label
+that label is left out (placed in order: badge, title, slice text, window, readout, letters).
 """
 
 from __future__ import annotations
