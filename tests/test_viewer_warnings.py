@@ -127,6 +127,11 @@ def test_exports_carry_the_reading_warnings(window, qtbot, tmp_path, tiny_checkp
     assert (
         window.session.synthetic.meta.get("provenance", {}).get("source_reading_warnings") is None
     )  # not mutated
+    import pydicom
+
+    files = window.export_synthetic(tmp_path / "dicom", "dicom")
+    comments = pydicom.dcmread(files[0]).ImageComments
+    assert "Displayed regularised" in comments and "uneven slice spacing" in comments
     png = tmp_path / "shot.png"
     assert window.save_screenshot(png)
     image = QtGui.QImage(str(png))
