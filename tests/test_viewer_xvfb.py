@@ -2,7 +2,8 @@
 
 It starts Xvfb, launches the viewer on the demo study through Qt's xcb plugin (the path a desktop
 user takes, which needs the system libraries ``scripts/setup.sh`` installs), grabs the screen through
-the X server (ImageMagick ``import``), checks that the window shows images, and closes it. Skips with
+the X server (ImageMagick ``import``), checks that the window shows images, and quits it with Ctrl+Q
+(xdotool; without it the process is terminated). Skips with
 a reason where Xvfb, ImageMagick or one of Qt's xcb libraries is missing (``.ci/run`` installs them).
 """
 
@@ -102,6 +103,17 @@ def _image_tiles(screen: np.ndarray, box: tuple[int, int, int, int]) -> int:
     return count
 
 
+def _press_ctrl_q(display: str, window_id: str) -> bool:
+    """Focus the window and type Ctrl+Q with xdotool; False when xdotool is not installed."""
+    xdotool = shutil.which("xdotool")
+    if xdotool is None:
+        return False
+    env = {**os.environ, "DISPLAY": display}
+    subprocess.run([xdotool, "windowfocus", "--sync", window_id], env=env, timeout=10, check=False)
+    subprocess.run([xdotool, "key", "ctrl+q"], env=env, timeout=10, check=True)
+    return True
+
+
 def test_the_viewer_opens_the_demo_on_a_real_x_server(x_server, tmp_path):
     _need("import", "imagemagick")
     _need("xwininfo", "x11-utils")
@@ -130,11 +142,17 @@ def test_the_viewer_opens_the_demo_on_a_real_x_server(x_server, tmp_path):
         # A maximised (or screen-filling) window: at least 90% of the screen each way.
         assert box[3] >= 0.9 * SCREEN[0] and box[4] >= 0.9 * SCREEN[1] - 40, box
         assert tiles >= 3, f"only {tiles} view tiles show an image; see {SHOTS / '40_xvfb_demo.png'}"
+        # Close it as a user would (Ctrl+Q to the focused window, typed through the X server): the
+        # translation still running is cancelled and the viewer ends cleanly.
+        quit_sent = _press_ctrl_q(x_server, box[0])
+        if quit_sent:
+            assert viewer.wait(timeout=30) == 0, log.read_text()
     finally:
-        viewer.terminate()
-        try:
-            viewer.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            viewer.kill()
-            viewer.wait()
+        if viewer.poll() is None:
+            viewer.terminate()
+            try:
+                viewer.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                viewer.kill()
+                viewer.wait()
     assert "Traceback" not in log.read_text()
