@@ -98,8 +98,14 @@ class PlaneLabels:
 
     def set_text(self, label: QtWidgets.QLabel, text: str) -> None:
         """Change a label's text and keep it placed."""
-        if label.text() != text:
-            label.setText(text)
+        if label.text() == text:
+            return
+        old_size, was_shown = label.size(), bool(label.text())
+        label.setText(text)
+        label.adjustSize()
+        # Scrolling changes digits, rarely a size: only a new size (or a label appearing or
+        # going) needs the whole layout again; the rest keeps its place.
+        if label.size() != old_size or was_shown != bool(text) or label is self.placeholder:
             self.place()
 
     def set_wanted(self, label: QtWidgets.QLabel, wanted: bool) -> None:
@@ -116,24 +122,26 @@ class PlaneLabels:
         """Put each label at its edge or corner, stacking or hiding so that none overlaps another."""
         w, h = self.parent.width(), self.parent.height()
         m, gap = _MARGIN, _GAP
+        # Decide first, show and hide once at the end: no flicker of labels shown then hidden.
+        show = {lab: self.wanted[lab] and bool(lab.text()) for lab in self.kinds}
         for lab in self.kinds:
-            lab.adjustSize()
-            lab.raise_()
-            lab.setVisible(self.wanted[lab] and bool(lab.text()))
+            if show[lab]:
+                lab.adjustSize()
         taken: list[QtCore.QRect] = []
 
         def put(lab: QtWidgets.QLabel, x: int, y: int) -> bool:
             rect = QtCore.QRect(x, y, lab.width(), lab.height())
             inside = rect.left() >= 0 and rect.top() >= 0 and rect.right() < w and rect.bottom() < h
-            if not lab.isVisibleTo(self.parent) or not inside or any(rect.intersects(r) for r in taken):
-                lab.hide()
+            if not show[lab] or not inside or any(rect.intersects(r) for r in taken):
+                show[lab] = False
                 return False
-            lab.move(x, y)
+            if lab.pos() != rect.topLeft():
+                lab.move(x, y)
             taken.append(rect)
             return True
 
         def size(lab: QtWidgets.QLabel) -> tuple[int, int]:
-            return (lab.width(), lab.height()) if lab.isVisibleTo(self.parent) else (0, 0)
+            return (lab.width(), lab.height()) if show[lab] else (0, 0)
 
         # Top band: title left, badge right; the badge drops below the title when both do not fit.
         tw, th = size(self.title)
@@ -173,9 +181,14 @@ class PlaneLabels:
         put(left, m, (h - left.height()) // 2)
         put(right, w - right.width() - m, (h - right.height()) // 2)
         # The placeholder takes the middle, between the letters.
-        if self.placeholder.isVisibleTo(self.parent):
+        if show[self.placeholder]:
             inner = max(40, w - 2 * (max(left.width(), right.width()) + m + gap))
             self.placeholder.setFixedWidth(inner)
             self.placeholder.setFixedHeight(self.placeholder.heightForWidth(inner))
             y = max(top_band + top.height() + 2 * gap, (h - self.placeholder.height()) // 2)
             put(self.placeholder, (w - inner) // 2, y)
+        for lab, visible in show.items():
+            if visible:
+                lab.raise_()
+            if lab.isVisibleTo(self.parent) != visible:
+                lab.setVisible(visible)
