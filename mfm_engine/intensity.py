@@ -63,11 +63,25 @@ WINDOW_PRESETS: tuple[WindowPreset, ...] = (
 )
 DEFAULT_WINDOW = WINDOW_PRESETS[0]
 
+# Head CT windows (Radiopaedia "Windowing (CT)"; temporal bone as in common neuroradiology
+# protocols). The viewer offers these first when a study is a head; brain is the default there.
+HEAD_WINDOW_PRESETS: tuple[WindowPreset, ...] = (
+    WindowPreset("brain", 80, 40),
+    WindowPreset("subdural", 200, 80),
+    WindowPreset("stroke", 40, 40),
+    WindowPreset("temporal bone", 2800, 600),
+    WindowPreset("bone", 1800, 400),
+    WindowPreset("soft tissue", 350, 50),
+)
+ALL_WINDOW_PRESETS: tuple[WindowPreset, ...] = WINDOW_PRESETS + tuple(
+    p for p in HEAD_WINDOW_PRESETS if p.name not in {w.name for w in WINDOW_PRESETS}
+)
+
 
 def window_preset(name: str) -> WindowPreset:
-    """Look a preset up by name (case-insensitive)."""
-    for preset in WINDOW_PRESETS:
+    """Look a preset (abdominal or head) up by name (case-insensitive)."""
+    for preset in ALL_WINDOW_PRESETS:
         if preset.name.lower() == name.lower():
             return preset
-    known = ", ".join(p.name for p in WINDOW_PRESETS)
+    known = ", ".join(p.name for p in ALL_WINDOW_PRESETS)
     raise KeyError(f"unknown window preset {name!r}; known: {known}")

@@ -54,6 +54,7 @@ class EngineController(QtCore.QObject):
     status = QtCore.Signal(str)
     error = QtCore.Signal(str, str)  # title, plain message
     volume_finished = QtCore.Signal(str)  # 'done' | 'cancelled' | 'failed'
+    progress = QtCore.Signal(int, int)  # slices done, total, while a volume translates
 
     def __init__(
         self,
@@ -69,6 +70,7 @@ class EngineController(QtCore.QObject):
         self.models: list[tuple[str, str]] = []
         self.translators: dict[str, Any] = {}
         self.volume_worker: VolumeWorker | None = None
+        self.translating: tuple[int, int] | None = None  # (done, total) while a volume translates
         self._call_workers: set[CallWorker] = set()
         self._axial_index = -1
         self._awaiting: tuple[EngineKey, int] | None = None  # the preview the views are waiting for
@@ -145,7 +147,7 @@ class EngineController(QtCore.QObject):
         self.panel.set_metrics("slice", None)
         self.panel.set_metrics("volume", None)
         self.panel.volume_status.setText("")
-        self.panel.set_progress(0, 1)
+        self.panel.set_idle()
         if session is not None:
             session.current_key = self.current_key()
         self.update_reference_state()
@@ -249,7 +251,7 @@ class EngineController(QtCore.QObject):
             return False
         worker = VolumeWorker(translator, session.input, key, self)
         worker.generation = self.generation
-        worker.progress.connect(self.panel.set_progress)
+        worker.progress.connect(self._on_volume_progress)
         worker.done.connect(lambda vol, w=worker: self._on_volume_done(w, vol))
         worker.cancelled.connect(
             lambda w=worker: self._on_volume_end(w, "cancelled", "Translation cancelled.")
@@ -257,9 +259,31 @@ class EngineController(QtCore.QObject):
         worker.failed.connect(lambda msg, w=worker: self._on_volume_failed(w, msg))
         self.volume_worker = worker
         self.panel.set_busy(True)
+        self.panel.set_progress(0, session.input.shape[0])
+        self.translating = (0, session.input.shape[0])
+        self.synthetic_changed.emit()  # the empty planes say "translating…" now
         self.panel.volume_status.setText(f"Translating {session.input.shape[0]} slices ({key.label()})…")
         worker.start()
         return True
+
+    def _on_volume_progress(self, done: int, total: int) -> None:
+        self.panel.set_progress(done, total)
+        self.translating = (done, total)
+        self.progress.emit(done, total)
+
+    def set_choices(
+        self, direction: str | None = None, solver: str | None = None, steps: int | None = None
+    ) -> None:
+        """Set direction, solver and steps (from the command line); None keeps the current one."""
+        p = self.panel
+        if direction is not None:
+            index = p.direction.findData(direction)
+            if index >= 0:
+                p.direction.setCurrentIndex(index)
+        if solver is not None:
+            p.solver.setCurrentText(solver)
+        if steps is not None:
+            p.steps.setValue(int(steps))
 
     def cancel(self) -> None:
         """Cancel a running volume translation (it stops at the next batch)."""
@@ -289,6 +313,10 @@ class EngineController(QtCore.QObject):
         worker.wait()
         if self.volume_worker is worker:
             self.volume_worker = None
+            self.translating = None
+            done = outcome == "done" and self.session is not None and self.session.synthetic is not None
+            self.panel.set_idle(self.session.input.shape[0] if done else None, translated=done)
+            self.synthetic_changed.emit()
         if text:
             self.panel.volume_status.setText(text)
             self.status.emit(text)
@@ -308,6 +336,7 @@ class EngineController(QtCore.QObject):
             return
         worker = CallWorker(lambda s=session.synthetic, r=session.reference: volume_metrics(s, r), self)
         generation = self.generation
+        self.panel.set_metrics_pending("volume")
 
         def show(values, g=generation) -> None:
             if g == self.generation:

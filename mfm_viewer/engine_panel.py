@@ -25,6 +25,41 @@ def format_metrics(values: dict | None) -> tuple[str, str, str]:
     return f"{values.get('mae_hu', math.nan):.1f} HU", f"{values.get('ssim', math.nan):.3f}", psnr_text
 
 
+class ElidingComboBox(QtWidgets.QComboBox):
+    """A combo box that shortens its shown text with '…' to its width (the full text is the tooltip)."""
+
+    def paintEvent(self, ev) -> None:  # noqa: N802
+        style = self.style()
+        painter = QtWidgets.QStylePainter(self)
+        opt = QtWidgets.QStyleOptionComboBox()
+        self.initStyleOption(opt)
+        painter.drawComplexControl(QtWidgets.QStyle.ComplexControl.CC_ComboBox, opt)
+        field = style.subControlRect(
+            QtWidgets.QStyle.ComplexControl.CC_ComboBox,
+            opt,
+            QtWidgets.QStyle.SubControl.SC_ComboBoxEditField,
+            self,
+        )
+        opt.currentText = self.fontMetrics().elidedText(
+            opt.currentText, QtCore.Qt.TextElideMode.ElideRight, max(10, field.width() - 4)
+        )
+        painter.drawControl(QtWidgets.QStyle.ControlElement.CE_ComboBoxLabel, opt)
+
+    def shown_text(self) -> str:
+        """The text as painted (for tests)."""
+        opt = QtWidgets.QStyleOptionComboBox()
+        self.initStyleOption(opt)
+        field = self.style().subControlRect(
+            QtWidgets.QStyle.ComplexControl.CC_ComboBox,
+            opt,
+            QtWidgets.QStyle.SubControl.SC_ComboBoxEditField,
+            self,
+        )
+        return self.fontMetrics().elidedText(
+            self.currentText(), QtCore.Qt.TextElideMode.ElideRight, max(10, field.width() - 4)
+        )
+
+
 class EnginePanel(QtWidgets.QWidget):
     """Controls of the translation engine and what it last did."""
 
@@ -39,11 +74,11 @@ class EnginePanel(QtWidgets.QWidget):
         self.direction = QtWidgets.QComboBox()
         for code, label in DIRECTIONS.items():
             self.direction.addItem(label, code)
-        self.model = QtWidgets.QComboBox()
+        self.model = ElidingComboBox()
         self.model.setSizeAdjustPolicy(
             QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
-        self.model.setMinimumContentsLength(14)
+        self.model.setMinimumContentsLength(21)
         self.open_button = QtWidgets.QPushButton("Open checkpoint…")
         self.solver = QtWidgets.QComboBox()
         self.solver.addItems(SOLVER_NAMES)
@@ -68,9 +103,8 @@ class EnginePanel(QtWidgets.QWidget):
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.progress = QtWidgets.QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setFormat("%v / %m slices")
+        self.progress.setTextVisible(True)
+        self.set_idle()
         self.volume_status = QtWidgets.QLabel("")
         self.volume_status.setWordWrap(True)
         buttons = QtWidgets.QHBoxLayout()
@@ -110,6 +144,7 @@ class EnginePanel(QtWidgets.QWidget):
             self.live.toggled,
         ):
             signal.connect(self.settings_changed)
+        self.model.currentIndexChanged.connect(self._model_tooltip)
         self.open_button.clicked.connect(self.open_checkpoint_requested)
         self.translate_button.clicked.connect(self.translate_requested)
         self.cancel_button.clicked.connect(self.cancel_requested)
@@ -141,6 +176,11 @@ class EnginePanel(QtWidgets.QWidget):
         for w in widgets:
             w.blockSignals(False)
 
+    def _model_tooltip(self) -> None:
+        # The list is narrower than some names: the whole name and the file are in the tooltip.
+        path = self.model.currentData()
+        self.model.setToolTip(f"{self.model.currentText()}\n{path}" if path else self.model.currentText())
+
     # -- showing state ------------------------------------------------------------------------
     def set_models(self, models: list[tuple[str, str]], current: str | None) -> None:
         """Fill the model list with (label, path) pairs and select ``current``."""
@@ -148,12 +188,15 @@ class EnginePanel(QtWidgets.QWidget):
         self.model.clear()
         for label, path in models:
             self.model.addItem(label, path)
-            self.model.setItemData(self.model.count() - 1, path, QtCore.Qt.ItemDataRole.ToolTipRole)
+            self.model.setItemData(
+                self.model.count() - 1, f"{label}\n{path}", QtCore.Qt.ItemDataRole.ToolTipRole
+            )
         if not models:
             self.model.addItem(NO_MODEL, None)
         index = self.model.findData(current) if current else -1
         self.model.setCurrentIndex(max(index, 0))
         self.model.blockSignals(False)
+        self._model_tooltip()
         has_model = bool(models)
         for w in (self.direction, self.solver, self.steps, self.live, self.translate_button):
             w.setEnabled(has_model)
@@ -167,14 +210,30 @@ class EnginePanel(QtWidgets.QWidget):
         self.cancel_button.setEnabled(busy)
 
     def set_progress(self, done: int, total: int) -> None:
-        """Slices done of total."""
+        """Slices done of total, while a volume translates."""
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
+        self.progress.setFormat(f"{done} / {total} slices")
+
+    def set_idle(self, n_slices: int | None = None, translated: bool = False) -> None:
+        """No translation running: 'not translated yet', or the volume done."""
+        total = max(n_slices or 1, 1)
+        self.progress.setRange(0, total)
+        self.progress.setValue(total if translated else 0)
+        if translated:
+            self.progress.setFormat(f"translated: {n_slices} slices" if n_slices else "translated")
+        else:
+            self.progress.setFormat("volume not translated yet")
 
     def set_metrics(self, which: str, values: dict | None) -> None:
         """Show 'slice' or 'volume' metrics (None clears them)."""
         for col, text in enumerate(format_metrics(values)):
             self.metric_labels[(which, col)].setText(text)
+
+    def set_metrics_pending(self, which: str) -> None:
+        """Metrics of a row are being computed: an ellipsis, not a dash."""
+        for col in range(3):
+            self.metric_labels[(which, col)].setText("…")
 
     def metrics_text(self, which: str) -> tuple[str, str, str]:
         """The shown (MAE, SSIM, PSNR) texts of a row (for tests and screenshots)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -16,11 +17,14 @@ from mfm_viewer.engine_panel import EnginePanel
 from mfm_viewer.logic.cursor import CursorModel
 from mfm_viewer.logic.engine_key import default_direction
 from mfm_viewer.logic.reference import resample_onto
+from mfm_viewer.logic.series_choice import pick_largest_ct
 from mfm_viewer.logic.session import SYNTHETIC, Session
+from mfm_viewer.logic.study_info import is_head, reading_warnings
 from mfm_viewer.pacs_dialog import install as install_pacs
 from mfm_viewer.reader_study.menu import install as install_reader_study
 from mfm_viewer.series_grid import SeriesGrid
 from mfm_viewer.settings import ViewerSettings
+from mfm_viewer.warning_banner import WarningBanner
 from mfm_viewer.window_toolbar import DisplayToolbar, WindowToolbar
 
 STUDY_FILTER = "Studies (*.nii *.nii.gz *.nrrd *.mha *.mhd *.dcm);;DICOM file (*.dcm *);;All files (*)"
@@ -38,10 +42,15 @@ class MainWindow(QtWidgets.QMainWindow):
     """MFM Studio's viewer window."""
 
     def __init__(
-        self, settings: ViewerSettings | None = None, parent: QtWidgets.QWidget | None = None
+        self,
+        settings: ViewerSettings | None = None,
+        parent: QtWidgets.QWidget | None = None,
+        interactive: bool = True,
     ) -> None:
         super().__init__(parent)
         self.settings = settings or ViewerSettings()
+        # Not interactive (scripted screenshots): never wait on a question; choose and say so on stderr.
+        self.interactive = interactive
         self.session: Session | None = None
         self.last_message: QtWidgets.QMessageBox | None = None
         self.setWindowTitle("MFM Studio")
@@ -56,7 +65,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stack = QtWidgets.QStackedWidget()
         self.stack.addWidget(self.welcome)
         self.stack.addWidget(self.grid)
-        self.setCentralWidget(self.stack)
+        self.banner = WarningBanner()
+        self.banner.set_expanded(self.settings.get("display/warnings_expanded", False))
+        self.banner.toggle.toggled.connect(lambda on: self.settings.set("display/warnings_expanded", on))
+        central = QtWidgets.QWidget()
+        column = QtWidgets.QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.banner)
+        column.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
 
         self.window_toolbar = WindowToolbar(self.cursor, self)
         self.display_toolbar = DisplayToolbar(self)
@@ -84,6 +102,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.engine = EngineController(self.engine_panel, self.cursor, self.settings, self)
         self.engine.synthetic_changed.connect(self._on_synthetic_changed)
+        self.engine.progress.connect(lambda done, total: self.grid.set_translating((done, total)))
         self.engine.status.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.engine.error.connect(self.report_error)
         self.engine_panel.open_checkpoint_requested.connect(self.choose_checkpoint)
@@ -101,11 +120,47 @@ class MainWindow(QtWidgets.QMainWindow):
         self.analysis_views = install_analysis_views(self)
         install_pacs(self)  # File ▸ Open from PACS…, Send synthetic to PACS…, PACS nodes… (pacs_dialog.py)
         install_reader_study(self)  # Reader study ▸ design, reading session, results (reader_study/menu.py)
-        geometry = self.settings.qs.value("window/geometry")
-        if isinstance(geometry, QtCore.QByteArray) and not geometry.isEmpty():
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1500, 950)
+        self.resize(1500, 950)
+
+    def _fit_toolbars(self) -> None:
+        """Both toolbars on one row when they fit, else the display toolbar on a second row (never '»')."""
+        need = self.window_toolbar.sizeHint().width() + self.display_toolbar.sizeHint().width() + 16
+        two_rows = need > self.width()
+        if two_rows != self.toolBarBreak(self.display_toolbar):
+            if two_rows:
+                self.insertToolBarBreak(self.display_toolbar)
+            else:
+                self.removeToolBarBreak(self.display_toolbar)
+
+    def resizeEvent(self, ev: QtGui.QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(ev)
+        self._fit_toolbars()
+
+    def show_first_time(self) -> None:
+        """Show the window maximised, or as it was left when that was at least 90% of this screen.
+
+        A window restored small (another screen, an old session) is what made the first screen
+        unreadable, so a smaller saved geometry gives way to the whole screen.
+        """
+        geometry = self.settings.value("window/geometry")
+        screen = self.screen() or QtGui.QGuiApplication.primaryScreen()
+        available = screen.availableGeometry() if screen is not None else None
+        if (
+            isinstance(geometry, QtCore.QByteArray)
+            and not geometry.isEmpty()
+            and self.restoreGeometry(geometry)
+        ):
+            fits = available is None or (
+                available.contains(self.frameGeometry().center())
+                and self.width() >= 0.9 * available.width()
+                and self.height() >= 0.9 * available.height()
+            )
+            if fits or self.isMaximized():
+                self.show()
+                return
+        if available is not None:
+            self.setGeometry(available)  # a window manager that ignores "maximised" still gets the screen
+        self.showMaximized()
 
     # -- menus ----------------------------------------------------------------------------------------
     def _action(self, menu: QtWidgets.QMenu, text: str, slot, shortcut: str | None = None) -> QtGui.QAction:
@@ -179,15 +234,19 @@ class MainWindow(QtWidgets.QMainWindow):
         if path:
             self.open_study(path)
 
-    def _read(self, path: str, what: str) -> Volume | None:
+    def _read(self, path: str, what: str, series: str | int | None = None) -> Volume | None:
         """read_study with the series picker; any error becomes a dialog and None."""
         from mfm_engine.io.study import read_study
 
         QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.CursorShape.WaitCursor)
         try:
             try:
-                return read_study(path)
+                return read_study(path, series=series)
             except SeriesChoiceError as choice:
+                if not self.interactive:
+                    index, why = pick_largest_ct(choice.series)
+                    print(f"mfm-viewer: {path}: {why}", file=sys.stderr)
+                    return read_study(path, series=index)
                 QtWidgets.QApplication.restoreOverrideCursor()
                 dialog = SeriesPickerDialog(path, choice.series, self)
                 if dialog.exec() != QtWidgets.QDialog.DialogCode.Accepted:
@@ -201,26 +260,45 @@ class MainWindow(QtWidgets.QMainWindow):
         finally:
             QtWidgets.QApplication.restoreOverrideCursor()
 
-    def open_study(self, path: str | Path, reference: str | Path | None = None) -> bool:
+    def open_study(
+        self,
+        path: str | Path,
+        reference: str | Path | None = None,
+        series: str | int | None = None,
+        direction: str | None = None,
+    ) -> bool:
         """Open a study (DICOM folder or file, NIfTI, NRRD, MHA); False (and a dialog) when it fails."""
         path = str(path)
-        volume = self._read(path, "study")
+        volume = self._read(path, "study", series)
         if volume is None:
             return False
         self._remember_folder(path)
         self.settings.add_recent("studies", path)
-        self.set_study(volume)
+        self.set_study(volume, direction=direction)
         if reference is not None:
             self.open_reference(reference)
         return True
 
-    def set_study(self, volume: Volume, reference: Volume | None = None) -> None:
-        """Show an in-memory volume as the input (cancelling work on the previous one)."""
+    def set_study(
+        self, volume: Volume, reference: Volume | None = None, direction: str | None = None
+    ) -> None:
+        """Show an in-memory volume as the input (cancelling work on the previous one).
+
+        The direction is ``direction`` when given; else the one the study's known phase calls for
+        (native → n2c, contrast → c2n); with no known phase the panel keeps its (saved) choice.
+        """
         session = Session(volume)
         if reference is not None:
             session.set_reference(reference)
-        if self.session is None or self.session.input.meta.get("phase") != volume.meta.get("phase"):
-            wanted = default_direction(volume.meta.get("phase"))
+        phase = volume.meta.get("phase")
+        wanted = direction
+        if (
+            wanted is None
+            and phase
+            and (self.session is None or self.session.input.meta.get("phase") != phase)
+        ):
+            wanted = default_direction(phase)
+        if wanted is not None:
             index = self.engine_panel.direction.findData(wanted)
             if index >= 0 and self.engine_panel.direction.currentIndex() != index:
                 self.engine_panel.direction.blockSignals(True)
@@ -234,9 +312,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.grid.set_session(session)
         self.stack.setCurrentWidget(self.grid)
         self.engine.set_session(session)
+        self.window_toolbar.set_region("head" if is_head(volume) else "body")
+        self._update_banner()
         self._update_title()
-        if volume.warnings:
-            self.statusBar().showMessage("Warnings: " + "; ".join(volume.warnings), 20000)
+
+    def _update_banner(self) -> None:
+        """The input's reading warnings, then the reference's (marked so)."""
+        if self.session is None:
+            self.banner.set_warnings([])
+            return
+        warnings = reading_warnings(self.session.input)
+        if self.session.reference is not None:
+            warnings += [f"Reference: {w}" for w in reading_warnings(self.session.reference)]
+        self.banner.set_warnings(warnings)
 
     def _update_title(self) -> None:
         if self.session is None:
@@ -286,6 +374,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage("Reference opened", 5000)
         self.grid.rebuild()
         self.engine.update_reference_state()
+        self._update_banner()
         return True
 
     def close_reference(self) -> None:
@@ -293,6 +382,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.session.set_reference(None)
             self.grid.rebuild()
             self.engine.update_reference_state()
+            self._update_banner()
 
     # -- checkpoint -----------------------------------------------------------------------------------
     def choose_checkpoint(self) -> None:
@@ -355,6 +445,7 @@ class MainWindow(QtWidgets.QMainWindow):
         volume = self._synthetic_for_export()
         if volume is None:
             return None
+        volume = self._with_reading_warnings(volume)
         try:
             written = write_study(volume, path, format=fmt, source=self.session.input)
         except Exception as exc:
@@ -362,6 +453,18 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         self.statusBar().showMessage(f"Exported the synthetic volume to {path}", 10000)
         return written
+
+    def _with_reading_warnings(self, volume: Volume) -> Volume:
+        """A shallow copy whose metadata carries the input's reading warnings (DICOM/NIfTI provenance)."""
+        from dataclasses import replace
+
+        warnings = reading_warnings(self.session.input) if self.session is not None else []
+        meta = dict(volume.meta)
+        meta["warnings"] = list(dict.fromkeys([*(meta.get("warnings") or []), *warnings]))
+        provenance = dict(meta.get("provenance") or {})
+        provenance["source_reading_warnings"] = warnings
+        meta["provenance"] = provenance
+        return replace(volume, meta=meta)
 
     # -- screenshot -----------------------------------------------------------------------------------
     def choose_screenshot(self) -> None:
@@ -380,10 +483,17 @@ class MainWindow(QtWidgets.QMainWindow):
         if path.suffix.lower() != ".png":
             path = path.with_suffix(".png")
         # Lay out what changed since the last event-loop turn (e.g. the status bar's HU readout).
-        for widget in (self.statusBar(), self):
+        for widget in (self.statusBar(), self.window_toolbar, self.display_toolbar, self.banner, self):
             if widget.layout() is not None:
                 widget.layout().activate()
-        ok = self.grab().save(str(path), "PNG")
+        image = self.grab().toImage()
+        image.setText("Software", "MFM Studio viewer")
+        if self.session is not None:
+            # The banner is in the picture; the PNG's text chunks keep the warnings as text too.
+            image.setText("Source", str(self.session.input.meta.get("source_path", "")))
+            for n, warning in enumerate(reading_warnings(self.session.input), start=1):
+                image.setText(f"Reading warning {n}", warning)
+        ok = image.save(str(path), "PNG")
         if not ok:
             self.report_error("Screenshot failed", f"Could not write {path}")
         return ok
@@ -414,7 +524,9 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             note = session.current_key.short_label() if session.current_key else ""
         self.grid.synthetic_note = note
-        self.grid.rebuild(keys={SYNTHETIC})  # only the synthetic and difference images changed
+        self.grid.translating = self.engine.translating
+        self.grid.rebuild(keys={SYNTHETIC})
+        self.grid.set_translating(self.engine.translating)  # only the synthetic and difference images changed
 
     def _on_cursor(self, what: str) -> None:
         if what == "window":
@@ -432,6 +544,6 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def closeEvent(self, ev: QtGui.QCloseEvent) -> None:  # noqa: N802
         self.engine.shutdown()
-        self.settings.qs.setValue("window/geometry", self.saveGeometry())
+        self.settings.set("window/geometry", self.saveGeometry())
         self.settings.sync()
         super().closeEvent(ev)

@@ -21,9 +21,9 @@ from mfm_viewer.logic.orientation import (
     PLANE_OF_NORMAL,
     DisplayOrientation,
     anatomical_name,
-    normal_position_text,
     orientation_for,
 )
+from mfm_viewer.logic.study_info import slice_position_text
 from mfm_viewer.plane_labels import PLANE_COLOURS, PlaneLabels
 
 SliceSource = Callable[[Plane, int], "np.ndarray | None"]
@@ -129,6 +129,7 @@ class PlaneView(pg.GraphicsView):
         self._size_mm = (n_h * sp_h, n_v * sp_v)
         for edge, lab in self.labels.letters.items():
             lab.setText(o.letters[edge])
+        self.labels.set_wanted(self.labels.regularised, volume.is_regularised)
         # Crosshair lines take the colour of the plane they cut: vertical = the plane of h_axis's normal.
         self.lines[90].setPen(pg.mkPen(PLANE_COLOURS[PLANE_OF_NORMAL[o.h_axis]], width=1))
         self.lines[0].setPen(pg.mkPen(PLANE_COLOURS[PLANE_OF_NORMAL[o.v_axis]], width=1))
@@ -153,7 +154,7 @@ class PlaneView(pg.GraphicsView):
         self.labels.title.setText(f"<span style='color:{colour}'>■</span> {name}")
         self.setToolTip(f"{title} · {name}")
         self.synthetic = synthetic
-        self.labels.synthetic.setVisible(synthetic)
+        self.labels.set_wanted(self.labels.synthetic, synthetic)
         if kind == "diff":
             self.image.setLookupTable(diverging_lut())
         else:
@@ -196,12 +197,12 @@ class PlaneView(pg.GraphicsView):
         if data is None:
             self.image.hide()
             self.labels.placeholder.setText(self.placeholder_text)
-            self.labels.placeholder.setVisible(bool(self.placeholder_text))
+            self.labels.set_wanted(self.labels.placeholder, bool(self.placeholder_text))
         else:
             self.image.setImage(self.orientation.display(data), autoLevels=False, levels=self._levels())
             self.image.setRect(rect)
             self.image.show()
-            self.labels.placeholder.hide()
+            self.labels.set_wanted(self.labels.placeholder, False)
         over = self.overlay_source(self.plane, index) if self.overlay_source is not None else None
         if over is None:
             self.overlay.hide()
@@ -213,8 +214,8 @@ class PlaneView(pg.GraphicsView):
             self.overlay.show()
         # A difference overlay is made from synthetic voxels: the badge says so on a measured image too.
         badge = "SYNTHETIC" if self.synthetic or over is None else "SYNTHETIC Δ overlay"
-        self.labels.synthetic.setVisible(self.synthetic or over is not None)
         self.labels.set_text(self.labels.synthetic, badge)
+        self.labels.set_wanted(self.labels.synthetic, self.synthetic or over is not None)
         self._update_slice_text()
 
     def _levels(self) -> tuple[float, float]:
@@ -238,7 +239,8 @@ class PlaneView(pg.GraphicsView):
             return
         index = self.slice_index
         n = self.volume.n_slices(self.plane)
-        where = normal_position_text(self.volume, self.plane, index)
+        # The scanner's own position of the slice, also where the grid draws it elsewhere.
+        where = slice_position_text(self.volume, self.plane, index)
         self.labels.set_text(self.labels.slice_info, f"{index + 1}/{n}   {where}")
 
     def _update_crosshair(self) -> None:
@@ -315,6 +317,13 @@ class PlaneView(pg.GraphicsView):
         """Shift this plane's view (all series) by display mm."""
         w, h = self._size_mm
         self.cursor.pan(self.plane, dx_mm, dy_mm, (w / 2, h / 2))
+
+    def set_placeholder(self, text: str) -> None:
+        """The text shown where there is no image yet (e.g. translation progress)."""
+        self.placeholder_text = text
+        if not self.image.isVisible():
+            self.labels.set_text(self.labels.placeholder, text)
+            self.labels.set_wanted(self.labels.placeholder, bool(text))
 
     def set_readout(self, text: str) -> None:
         """The HU readout text (bottom right)."""

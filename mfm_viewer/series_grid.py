@@ -10,8 +10,18 @@ from PySide6 import QtCore, QtWidgets
 from mfm_engine.volume import PLANES, Plane
 from mfm_viewer.colorbar import ColorBar
 from mfm_viewer.logic.cursor import CursorModel
+from mfm_viewer.logic.orientation import true_voxel_position
 from mfm_viewer.logic.session import SYNTHETIC, PaneSpec, Session
 from mfm_viewer.plane_view import PlaneView
+
+# Short names for the status bar's probe (every pane's HU on one line).
+_SHORT_NAMES = {
+    "input": "input",
+    "synthetic": "SYNTHETIC",
+    "reference": "reference",
+    "diff_input": "Δ input",
+    "diff_reference": "Δ reference",
+}
 
 LAYOUTS: dict[str, tuple[Plane, ...]] = {"three planes": PLANES, "axial only": ("axial",)}
 
@@ -19,12 +29,60 @@ _HEADER = "color: #f0f0f0; background: #2a2a2a; font-weight: bold; padding: 3px;
 _HEADER_SYNTHETIC = "color: #ff8c1a; background: #2a2a2a; font-weight: bold; padding: 3px;"
 
 
-def _placeholder(spec: PaneSpec, plane: Plane) -> str:
+def _placeholder(spec: PaneSpec, plane: Plane, translating: tuple[int, int] | None = None) -> str:
     if spec.key == SYNTHETIC or spec.kind == "diff":
+        if translating is not None:
+            done, total = translating
+            return f"Translating the volume… {done} / {total} slices"
         if plane == "axial":
             return "No synthetic slice yet: open a model, or change a setting to preview this slice."
-        return "Press “Translate volume” to fill this plane."
+        return "Volume not translated yet: Translate volume (Ctrl+T)"
     return ""
+
+
+class ElidedLabel(QtWidgets.QLabel):
+    """A header that fits its width: one line, else two (broken at ' · ' or '  ('), and only then
+    shortened with '…'; the whole text is always the tooltip."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.full_text = ""
+        self._lines = 1
+
+    def set_full_text(self, text: str) -> None:
+        """Show ``text``, elided to fit."""
+        self.full_text = text
+        self.setToolTip(text)
+        self._elide()
+
+    def _elide(self) -> None:
+        fm = self.fontMetrics()
+        room = max(10, self.contentsRect().width() - 2)
+        text = self.full_text
+        lines = [text]
+        if fm.horizontalAdvance(text) > room:
+            breaks = [i for sep in (" · ", "  (") for i in range(len(text)) if text.startswith(sep, i)]
+            fitting = [i for i in breaks if fm.horizontalAdvance(text[:i]) <= room]
+            cut = max(fitting) if fitting else (min(breaks) if breaks else None)
+            if cut is None:
+                lines = [text]
+            else:
+                lines = [text[:cut], text[cut:].strip(" ·")]
+        shown = [fm.elidedText(line, QtCore.Qt.TextElideMode.ElideRight, room) for line in lines]
+        self.setText("\n".join(shown))
+        if len(lines) != self._lines:
+            self._lines = len(lines)
+            # The tallest header sets its row; the others fill it (no gap above a one-line header).
+            self.setMinimumHeight(fm.height() * len(lines) + 10)
+
+    @property
+    def elided(self) -> bool:
+        """True when some of the text is cut (not merely wrapped)."""
+        return "…" in self.text() and "…" not in self.full_text
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802
+        super().resizeEvent(ev)
+        self._elide()
 
 
 class SeriesGrid(QtWidgets.QWidget):
@@ -44,6 +102,7 @@ class SeriesGrid(QtWidgets.QWidget):
         self.diff_range = 200.0
         self.overlay_opacity = 0.6
         self.synthetic_note = ""
+        self.translating: tuple[int, int] | None = None
         self.colorbar = ColorBar(self)
         self._grid = QtWidgets.QGridLayout(self)
         self._grid.setContentsMargins(0, 0, 0, 0)
@@ -92,12 +151,12 @@ class SeriesGrid(QtWidgets.QWidget):
         # square; more series: a column per series, a row per plane.
         by_rows = len(planes) > 1 and len(specs) < len(planes)
         for s_index, spec in enumerate(specs):
-            header = QtWidgets.QLabel(self)
+            header = ElidedLabel(self)
             header.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
             # Long titles must not widen their column: every column gets the same share.
-            header.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed)
+            header.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
             header.setMinimumWidth(10)
-            header.setFixedHeight(header.fontMetrics().height() + 10)
+            header.setMinimumHeight(header.fontMetrics().height() + 10)
             self.headers[spec.key] = header
             if by_rows:
                 self._grid.addWidget(header, 2 * s_index, 0, 1, len(planes))
@@ -143,7 +202,21 @@ class SeriesGrid(QtWidgets.QWidget):
             def overlay(p, i, key=spec.overlay):
                 return session.slice(key, p, i)
 
-        view.set_source(source, spec.kind, spec.title, spec.synthetic, overlay, _placeholder(spec, plane))
+        view.set_source(
+            source,
+            spec.kind,
+            spec.title,
+            spec.synthetic,
+            overlay,
+            _placeholder(spec, plane, self.translating),
+        )
+
+    def set_translating(self, state: tuple[int, int] | None) -> None:
+        """(done, total) slices while the volume translates, None otherwise: the empty panes say so."""
+        self.translating = state
+        for (key, plane), view in self.views.items():
+            spec = next(s for s in self.specs if s.key == key)
+            view.set_placeholder(_placeholder(spec, plane, state))
 
     def _clear(self) -> None:
         # Hidden at once: deleteLater only runs when control is back in the event loop.
@@ -174,8 +247,7 @@ class SeriesGrid(QtWidgets.QWidget):
                 text += f"  ({self.synthetic_note})" if self.synthetic_note else ""
             elif spec.overlay:
                 text += "  + difference overlay"
-            header.setText(text)
-            header.setToolTip(text)
+            header.set_full_text(text)
             header.setStyleSheet(_HEADER_SYNTHETIC if spec.synthetic else _HEADER)
 
     def set_synthetic_note(self, note: str) -> None:
@@ -216,6 +288,9 @@ class SeriesGrid(QtWidgets.QWidget):
         for spec in self.specs:
             value = values.get(spec.key)
             if value is not None:
-                parts.append(f"{spec.title}: {value:.0f} HU")
+                parts.append(f"{_SHORT_NAMES.get(spec.key, spec.title)} {value:.0f}")
         i, j, k = ijk
-        self.hover_text.emit(f"voxel ({i}, {j}, {k})   " + "   ".join(parts))
+        # Where the scanner measured this voxel (for a regularised stack not where the grid draws it).
+        x, y, z = true_voxel_position(self.session.input, ijk)
+        values_text = " · ".join(parts) + " HU" if parts else ""
+        self.hover_text.emit(f"voxel ({i}, {j}, {k})  LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm   {values_text}")

@@ -21,7 +21,11 @@ ENV_VAR = "MFM_VIEWER_SETTINGS"
 class ViewerSettings:
     """Typed access to the viewer's QSettings."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, read_only: bool = False) -> None:
+        # Read-only (scripted screenshots): values set during the run live in memory only, so the
+        # user's file, window geometry and recent lists stay as they were.
+        self.read_only = read_only
+        self._memory: dict[str, Any] = {}
         path = path or os.environ.get(ENV_VAR)
         if path:
             self.qs = QtCore.QSettings(str(path), QtCore.QSettings.Format.IniFormat)
@@ -33,8 +37,14 @@ class ViewerSettings:
                 "mfm-viewer",
             )
 
+    def value(self, key: str, default: Any = None) -> Any:
+        """The raw stored value (the in-memory one first when read-only)."""
+        if key in self._memory:
+            return self._memory[key]
+        return self.qs.value(key, default)
+
     def _get(self, key: str, default: Any, kind: type) -> Any:
-        value = self.qs.value(key, default)
+        value = self.value(key, default)
         try:
             if kind is list:
                 if value is None or value == "":
@@ -47,7 +57,10 @@ class ViewerSettings:
             return default  # a hand-edited or old file must not stop the viewer
 
     def _set(self, key: str, value: Any) -> None:
-        self.qs.setValue(key, value)
+        if self.read_only:
+            self._memory[key] = value
+        else:
+            self.qs.setValue(key, value)
 
     # -- values -------------------------------------------------------------------------------
     @property
@@ -77,7 +90,7 @@ class ViewerSettings:
         return self._get(key, default, type(default))
 
     def set(self, key: str, value: Any) -> None:
-        """Store a value."""
+        """Store a value (raw: QByteArray geometry, numbers, strings)."""
         self._set(key, value)
 
     def recent(self, kind: str) -> list[str]:
@@ -91,5 +104,6 @@ class ViewerSettings:
         return items
 
     def sync(self) -> None:
-        """Write to disk now."""
-        self.qs.sync()
+        """Write to disk now (nothing when read-only)."""
+        if not self.read_only:
+            self.qs.sync()

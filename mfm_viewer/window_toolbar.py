@@ -4,38 +4,74 @@ from __future__ import annotations
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from mfm_engine.intensity import WINDOW_PRESETS
+from mfm_engine.intensity import ALL_WINDOW_PRESETS, HEAD_WINDOW_PRESETS, WINDOW_PRESETS
 from mfm_viewer.logic.cursor import CursorModel
 from mfm_viewer.series_grid import LAYOUTS
 
+# Which presets get a button (and number keys 1…) for which kind of study; all are in "More".
+REGION_PRESETS = {"body": WINDOW_PRESETS, "head": HEAD_WINDOW_PRESETS}
+
 
 class WindowToolbar(QtWidgets.QToolBar):
-    """Window presets with number-key shortcuts, and a W/L readout that follows drags."""
+    """Window presets of the study's region with number-key shortcuts, every preset under "More",
+    and a W/L readout that follows drags."""
 
     def __init__(self, cursor: CursorModel, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__("Window", parent)
         self.setObjectName("window_toolbar")
         self.cursor = cursor
+        self.region = ""
         self.group = QtGui.QActionGroup(self)
         self.group.setExclusive(True)
         self.actions_by_name: dict[str, QtGui.QAction] = {}
         self._picked: str | None = None
         self.addWidget(QtWidgets.QLabel(" Window: "))
-        for n, preset in enumerate(WINDOW_PRESETS, start=1):
-            action = QtGui.QAction(f"{n} {preset.name}", self)
-            action.setCheckable(True)
-            action.setShortcut(QtGui.QKeySequence(str(n)))
-            action.setToolTip(f"{preset.name}: W {preset.width:.0f} / L {preset.level:.0f}  (key {n})")
+        self._buttons_end = self.addSeparator()
+        self.more_menu = QtWidgets.QMenu("More windows", self)
+        for preset in ALL_WINDOW_PRESETS:
+            action = self.more_menu.addAction(f"{preset.name}  (W {preset.width:.0f} / L {preset.level:.0f})")
             action.triggered.connect(lambda _=False, p=preset: self._pick(p))
-            self.group.addAction(action)
-            self.addAction(action)
-            self.actions_by_name[preset.name] = action
-        self.addSeparator()
+        self.more_button = QtWidgets.QToolButton(self)
+        self.more_button.setText("More ▾")
+        self.more_button.setToolTip("Every window preset, abdominal and head")
+        self.more_button.setMenu(self.more_menu)
+        self.more_button.setPopupMode(QtWidgets.QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.addWidget(self.more_button)
         self.wl_label = QtWidgets.QLabel()
-        self.wl_label.setMinimumWidth(120)
+        self.wl_label.setMinimumWidth(100)
         self.wl_label.setToolTip("Window width / level in HU; drag with the right mouse button to change")
         self.addWidget(self.wl_label)
         cursor.subscribe(self._on_cursor)
+        self.set_region("body")
+
+    @property
+    def presets(self):
+        """The presets with a button now."""
+        return REGION_PRESETS[self.region]
+
+    def set_region(self, region: str) -> None:
+        """'head' or 'body': which presets get buttons and keys; a window that is none of them
+        gives way to the region's first preset (brain for a head, abdomen for a body)."""
+        first, changed = self.region == "", region != self.region
+        if changed:
+            for action in list(self.group.actions()):
+                self.group.removeAction(action)
+                self.removeAction(action)
+                action.deleteLater()
+            self.actions_by_name.clear()
+            self.region = region
+            for n, preset in enumerate(self.presets, start=1):
+                action = QtGui.QAction(f"{n} {preset.name}", self)
+                action.setCheckable(True)
+                action.setShortcut(QtGui.QKeySequence(str(n)))
+                action.setToolTip(f"{preset.name}: W {preset.width:.0f} / L {preset.level:.0f}  (key {n})")
+                action.triggered.connect(lambda _=False, p=preset: self._pick(p))
+                self.group.addAction(action)
+                self.insertAction(self._buttons_end, action)
+                self.actions_by_name[preset.name] = action
+        # At start-up the saved window stays, whatever it is; a change of region brings its own window.
+        if changed and not first and self.cursor.window not in {(p.width, p.level) for p in self.presets}:
+            self._pick(self.presets[0])
         self._on_cursor("window")
 
     def _on_cursor(self, what: str) -> None:
@@ -43,7 +79,7 @@ class WindowToolbar(QtWidgets.QToolBar):
             return
         w, l = self.cursor.window
         self.wl_label.setText(f"  W {w:.0f}  L {l:.0f}")
-        names = [p.name for p in WINDOW_PRESETS if (p.width, p.level) == (w, l)]
+        names = [p.name for p in self.presets if (p.width, p.level) == (w, l)]
         # Soft tissue and mediastinum share W/L: keep whichever the user picked.
         name = self._picked if self._picked in names else (names[0] if names else None)
         if name is None:

@@ -127,7 +127,7 @@ def test_translate_volume_fills_every_plane_and_exports_dicom(window, qtbot, tin
     assert window.engine_panel.progress.value() == contrast.shape[0]
     assert coronal.image.isVisible()
     np.testing.assert_allclose(coronal.image.image, syn.hu[::-1, window.cursor.ijk[1], :], atol=1e-3)
-    qtbot.waitUntil(lambda: window.engine_panel.metrics_text("volume")[0] != "—", timeout=60000)
+    qtbot.waitUntil(lambda: window.engine_panel.metrics_text("volume")[0] not in ("—", "…"), timeout=60000)
     want = compare(syn, native, body_mask(native))
     assert window.engine_panel.metrics_text("volume") == (
         f"{want['mae_hu']:.1f} HU",
@@ -143,9 +143,12 @@ def test_translate_volume_fills_every_plane_and_exports_dicom(window, qtbot, tin
     axial = window.grid.view("input", "axial")
     assert axial.overlay.isVisible() and window.grid.colorbar.isVisible()
     k = window.cursor.ijk[2]
-    # (the axial synthetic slice is the cached preview: batch arithmetic differs in the last bits)
+    # (the axial synthetic slice is the cached preview: batch arithmetic differs in the last bits;
+    # differences take both images from -1000 HU up, the models' range)
     np.testing.assert_allclose(
-        axial.overlay.image, syn.hu[k] - contrast.hu[k], atol=1e-2 if device == "cpu" else 4.0
+        axial.overlay.image,
+        np.maximum(syn.hu[k], -1000) - np.maximum(contrast.hu[k], -1000),
+        atol=1e-2 if device == "cpu" else 4.0,
     )
     assert tuple(axial.overlay.levels) == (-300.0, 300.0)
     assert axial.labels.synthetic.isVisible() and axial.labels.synthetic.text() == "SYNTHETIC Δ overlay"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mfm_engine.intensity import HU_MIN
+
 DEFAULT_RANGE_HU = 200.0
 
 # End colours of a blue–white–red diverging map (negative = blue, 0 = white, positive = red).
@@ -12,12 +14,18 @@ _MID = np.array([247, 247, 247], dtype=np.float64)
 _POS = np.array([178, 24, 43], dtype=np.float64)
 
 
-def difference(a_hu: np.ndarray, b_hu: np.ndarray) -> np.ndarray:
-    """``a − b`` in HU as float32 (shapes must match)."""
+def difference(a_hu: np.ndarray, b_hu: np.ndarray, floor_hu: float | None = HU_MIN) -> np.ndarray:
+    """``a − b`` in HU as float32 (shapes must match), both floored at ``floor_hu`` first.
+
+    The models work on [-1000, 1000] HU: below -1000 (padding outside the scan circle, −1500 or
+    −3024) a synthetic image says -1000, and the difference there would be a loud artefact.
+    """
     a = np.asarray(a_hu, dtype=np.float32)
     b = np.asarray(b_hu, dtype=np.float32)
     if a.shape != b.shape:
         raise ValueError(f"cannot subtract images of shapes {a.shape} and {b.shape}")
+    if floor_hu is not None:
+        a, b = np.maximum(a, floor_hu), np.maximum(b, floor_hu)
     return a - b
 
 

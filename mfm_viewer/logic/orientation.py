@@ -106,13 +106,26 @@ def anatomical_name(volume: Volume, plane: Plane) -> str:
     return _ANATOMICAL_NAME[volume.axis_letters(NORMAL_AXIS[plane])[0]]
 
 
+def true_voxel_position(volume: Volume, ijk: tuple[int, int, int]) -> np.ndarray:
+    """LPS mm of voxel (i, j, k) as the scanner placed it: its slice's true origin plus the in-plane offset.
+
+    Differs from ``Volume.index_to_physical`` for a regularised stack (uneven, gapped, tilted).
+    """
+    i, j, k = (int(v) for v in ijk)
+    origin = volume.true_slice_positions()[k]
+    d, s = volume.direction, volume.spacing
+    return origin + d[:, 0] * (s[0] * i) + d[:, 1] * (s[1] * j)
+
+
 def normal_position_text(volume: Volume, plane: Plane, index: int) -> str:
-    """Position of a slice along its normal in mm, e.g. 'S 120.0 mm' (LPS coordinate with its letter)."""
+    """Position of a slice along its normal in mm, e.g. 'z 61.8 mm' (the dominant LPS coordinate).
+
+    The scanner's own position: an axial slice of a regularised stack (uneven, gapped, tilted) is
+    labelled where the scanner put it, not where the regular grid draws it.
+    """
     axis = NORMAL_AXIS[plane]
-    ijk = [0.0, 0.0, 0.0]
-    ijk[axis] = float(index)
-    point = volume.index_to_physical(tuple(ijk))
-    d = volume.direction[:, axis]
-    dominant = int(np.argmax(np.abs(d)))
-    name = "xyz"[dominant]
-    return f"{name} {point[dominant]:.1f} mm"
+    ijk = [0, 0, 0]
+    ijk[axis] = int(index)
+    point = true_voxel_position(volume, (ijk[0], ijk[1], ijk[2]))
+    dominant = int(np.argmax(np.abs(volume.direction[:, axis])))
+    return f"{'xyz'[dominant]} {point[dominant]:.1f} mm"
