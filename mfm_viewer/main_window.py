@@ -53,6 +53,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.interactive = interactive
         self.session: Session | None = None
         self.last_message: QtWidgets.QMessageBox | None = None
+        self.export_notes: list[str] = []  # what the last export could not keep of the source
         self.setWindowTitle("MFM Studio")
         self.setAcceptDrops(True)
 
@@ -446,11 +447,18 @@ class MainWindow(QtWidgets.QMainWindow):
         if volume is None:
             return None
         volume = self._with_reading_warnings(volume)
+        notes: list[str] = []
         try:
-            written = write_study(volume, path, format=fmt, source=self.session.input)
+            written = write_study(volume, path, format=fmt, source=self.session.input, notes=notes)
         except Exception as exc:
             self.report_error("Export failed", f"Could not write {path}:\n{plain_message(exc)}")
             return None
+        self.export_notes = notes
+        if notes:
+            # What the file could not keep of the source is worth a box, not a 10-second status line.
+            lines = "\n\n".join(f"• {note}" for note in notes)
+            text = f"Exported to {path}, but:\n\n{lines}"
+            self.last_message = show_error(self, "Exported, with notes", text)
         self.statusBar().showMessage(f"Exported the synthetic volume to {path}", 10000)
         return written
 

@@ -121,6 +121,9 @@ def test_exports_carry_the_reading_warnings(window, qtbot, tmp_path, tiny_checkp
         assert window.engine.translate_volume()
     written = window.export_synthetic(tmp_path / "syn.nii.gz", "nifti")
     assert written is not None
+    # The writer's note on what a NIfTI cannot hold is put in front of the user, not only logged.
+    assert len(window.export_notes) == 1 and "not on one regular grid" in window.export_notes[0]
+    assert window.last_message is not None and window.export_notes[0] in window.last_message.text()
     sidecar = json.loads((tmp_path / "syn.json").read_text())
     text = json.dumps(sidecar)
     assert "Displayed regularised" in text and "uneven slice spacing" in text
@@ -165,8 +168,11 @@ def test_a_lossy_source_is_a_reading_warning():
     lossy = next(i for i, s in enumerate(series) if s.transfer_syntax == "JPEG 2000 Image Compression")
     lossless = next(i for i, s in enumerate(series) if s.transfer_syntax == "Explicit VR Little Endian")
     warnings = reading_warnings(read_study(folder, series=lossy))
-    assert warnings[0].startswith("lossy compression: the pixels were stored as JPEG 2000")
-    assert "69:1" in warnings[0]
+    lossy_lines = [w for w in warnings if "lossy" in w]
+    assert len(lossy_lines) == 1  # said once, by the reader
+    assert lossy_lines[0].startswith("lossy compression: the source was compressed with loss (JPEG 2000")
+    assert "69:1" in lossy_lines[0]
+    assert warnings.index(lossy_lines[0]) < 2  # among the first things a reader sees
     assert not any(w.startswith("lossy") for w in reading_warnings(read_study(folder, series=lossless)))
 
 

@@ -19,7 +19,6 @@ _HEAD_WORDS = re.compile(r"\b(HEAD|BRAIN|SKULL|CRANE|CRANIUM|CEREBR\w*|NEURO|KOP
 HEAD_FOV_MM = 260.0
 REGULARISED_PREFIX = "displayed regularised"
 __all__ = [
-    "lossy_warning",
     "warning_topic",
     "is_head",
     "head_reason",
@@ -76,40 +75,14 @@ def _rank(warning: str) -> int:
     return next((n for n, word in enumerate(_ORDER) if word in low), len(_ORDER))
 
 
-# Transfer syntaxes whose pixels may have lost information (DICOM PS3.5 Annex A, PS3.6 Table A-1).
-LOSSY_TRANSFER_SYNTAXES = {
-    "1.2.840.10008.1.2.4.50": "JPEG baseline",
-    "1.2.840.10008.1.2.4.51": "JPEG extended",
-    "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless",
-    "1.2.840.10008.1.2.4.91": "JPEG 2000 (lossy allowed)",
-    "1.2.840.10008.1.2.4.93": "JPEG 2000 Part 2 (lossy allowed)",
-    "1.2.840.10008.1.2.4.203": "HTJ2K (lossy allowed)",
-    **{f"1.2.840.10008.1.2.4.{n}": "MPEG/HEVC video" for n in range(100, 109)},
-}
-
-
-def lossy_warning(volume: Volume) -> str | None:
-    """A line for a DICOM source stored with a lossy transfer syntax, or None."""
-    dicom = volume.meta.get("dicom") or {}
-    method = LOSSY_TRANSFER_SYNTAXES.get(str(dicom.get("transfer_syntax_uid") or ""))
-    if method is None:
-        return None
-    detail = str(dicom.get("derivation_description") or "").strip()
-    return (
-        f"lossy compression: the pixels were stored as {method}"
-        + (f" ({detail})" if detail else "")
-        + "; HU may differ from what the scanner measured, and a synthetic image made from them"
-        " inherits the loss"
-    )
-
-
 def reading_warnings(volume: Volume) -> list[str]:
     """Every reading warning of a study, most important first, for the banner and exports' provenance."""
     out = [str(w) for w in volume.warnings]
-    for extra in (regularised_warning(volume), lossy_warning(volume)):
-        # The reader may say it already (its own words), then once is enough.
-        if extra is not None and not any(w.lower().startswith(extra.split(":")[0].lower()) for w in out):
-            out.append(extra)
+    # Lossy compression is the reader's own warning (mfm_engine.io.dicom_lossy); the regularised
+    # display is the viewer's to say.
+    extra = regularised_warning(volume)
+    if extra is not None:
+        out.append(extra)
     return sorted(out, key=_rank)  # stable: the reader's order within a rank
 
 
