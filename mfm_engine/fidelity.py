@@ -34,7 +34,7 @@ SPACING_TOLERANCE = 0.02
 
 @dataclass(frozen=True)
 class PassThrough:
-    """Input voxels outside [low, high] HU keep their value; a smooth blend ``blend_hu`` wide inside each edge."""
+    """Input voxels outside [low, high] HU keep their value; a smooth ``blend_hu`` blend inside each edge."""
 
     low: float = -1000.0
     high: float = 1000.0
@@ -55,7 +55,7 @@ class PassThrough:
         return (u * u * (3.0 - 2.0 * u)).astype(np.float32)
 
     def apply(self, input_hu: np.ndarray, model_hu: np.ndarray) -> np.ndarray:
-        """input + weight·(model − input): exactly the input outside the range, exactly the model well inside."""
+        """input + weight·(model − input): exactly the input outside the range, the model well inside."""
         x = np.asarray(input_hu, dtype=np.float32)
         m = np.asarray(model_hu, dtype=np.float32)
         w = self.weight(x)
