@@ -240,7 +240,7 @@ class Translator:
     def _translate_hu(
         self, hu: np.ndarray, direction: str, solver: str, steps: int, spacing: tuple[float, float] | None
     ) -> tuple[np.ndarray, int]:
-        """(B, H, W) HU → (B, H, W) HU and NFE: resample, integrate, resample the change back, pass-through."""
+        """(B, H, W) HU → (B, H, W) HU, NFE: resample, integrate, change back, pass-through, cap."""
         hu = np.asarray(hu, dtype=np.float32)
         x = torch.from_numpy(hu_to_model(hu, self.hu_range)).unsqueeze(1).to(self.device)  # a new array
         size = self.model_shape(hu.shape[-2:], spacing)
@@ -270,7 +270,7 @@ class Translator:
         steps: int = 1,
         pixel_spacing_mm: tuple[float, float] | None = None,
     ) -> SliceResult:
-        """Translate one slice (H, W) or a stack (B, H, W) in HU; ``pixel_spacing_mm`` (x, y) enables resampling."""
+        """Translate a slice (H, W) or stack (B, H, W) in HU; ``pixel_spacing_mm`` (x, y) lets it resample."""
         self._check_request(direction, solver, steps)
         arr = np.asarray(hu)
         if arr.ndim not in (2, 3):
