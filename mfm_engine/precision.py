@@ -108,7 +108,7 @@ def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def measure(model: torch.nn.Module, hu: np.ndarray, *, repeats: int = 3) -> list[dict[str, Any]]:
-    """Each candidate's ms per slice (min of ``repeats`` after a warm-up) on (B, H, W) HU; HU error vs fp32."""
+    """Per candidate: ms per slice on (B, H, W) HU (min of ``repeats``, after a warm-up), HU error vs fp32."""
     from mfm_engine.intensity import hu_to_model, model_to_hu
 
     model = model.to("cpu").eval()
