@@ -30,7 +30,7 @@ from mfm_engine.ddpm import DDPMSchedule, ddim_sample
 from mfm_engine.device import available_memory_bytes, pick_device
 from mfm_engine.errors import MFMError
 from mfm_engine.fidelity import PassThrough, model_spacing, resample, resampled_shape
-from mfm_engine.intensity import HU_MAX, HU_MIN, hu_to_model, model_to_hu
+from mfm_engine.intensity import HU_MAX, HU_MIN, hu_to_model
 from mfm_engine.solvers import get_solver
 from mfm_engine.volume import Volume
 
@@ -246,13 +246,16 @@ class Translator:
         size = self.model_shape(hu.shape[-2:], spacing)
         if size is None:
             y, nfe = self._run_batch(x, direction, solver, steps)
+            delta = y.float() - x
         else:
             xr = resample(x, size)
             yr, nfe = self._run_batch(xr, direction, solver, steps)
             # Only the change goes back to the input grid: voxels the model leaves alone keep their
             # own detail instead of being interpolated twice.
-            y = x + resample(yr.float() - xr, tuple(hu.shape[-2:]))
-        out = model_to_hu(y[:, 0].float().cpu().numpy(), self.hu_range)
+            delta = resample(yr.float() - xr, tuple(hu.shape[-2:]))
+        # The change in HU added to the (clipped) input: a zero change returns the input exactly.
+        low, high = self.hu_range
+        out = np.clip(hu, low, high) + delta[:, 0].cpu().numpy() * np.float32((high - low) / 2)
         if self.passthrough is not None:
             out = self.passthrough.apply(hu, out)
         if self.max_wrong_way_hu is not None:
