@@ -3,7 +3,8 @@
 Whether bf16 pays off on a CPU depends on the CPU (AMX tiles, AVX-512 BF16 or neither), the torch
 build and the network, so ``precision="auto"`` measures it once per (CPU model and flags, torch
 version, threads, model config) on a few phantom slices and caches the answer in a small JSON file.
-Candidates: fp32 (contiguous), fp32 channels-last, bf16 autocast channels-last. A candidate is
+Candidates: fp32 (contiguous), fp32 channels-last, bf16 autocast channels-last, timed in turn
+(round robin, so load drifting on a shared CPU hits all alike), min of the repeats. A candidate is
 *accurate* when one contrast → native Euler step differs from fp32's by a mean |ΔHU| ≤ 1 and a
 99.9th percentile ≤ 5 HU; the fastest accurate candidate wins, but only when it is at least
 ``MIN_GAIN`` faster than fp32 (timings on a shared CPU jitter by a few per cent).
@@ -16,6 +17,7 @@ sets fp32, so its numbers do not depend on the machine).
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import hashlib
 import json
@@ -103,55 +105,48 @@ def machine_key(model: torch.nn.Module, size: int) -> str:
     return "|".join(parts)
 
 
-def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-
-
 def measure(model: torch.nn.Module, hu: np.ndarray, *, repeats: int = 3) -> list[dict[str, Any]]:
     """Per candidate: ms per slice on (B, H, W) HU (min of ``repeats``, after a warm-up), HU error vs fp32."""
     from mfm_engine.intensity import hu_to_model, model_to_hu
 
     model = model.to("cpu").eval()
+    # Channels-last converts weights in place: a copy keeps the caller's model as it was.
+    last = copy.deepcopy(model).to(memory_format=torch.channels_last)
     x = torch.from_numpy(hu_to_model(np.asarray(hu, dtype=np.float32))).unsqueeze(1)
     t = torch.ones(x.shape[0])
-    rows: list[dict[str, Any]] = []
-    reference: np.ndarray | None = None
-    for precision, channels_last in CANDIDATES:
-        net = model.to(memory_format=torch.channels_last) if channels_last else model
-        xin = _layout(x, channels_last)
+    inputs = {False: x.contiguous(), True: x.contiguous(memory_format=torch.channels_last)}
 
-        def once(net=net, xin=xin, precision=precision):
-            cast = (
-                torch.autocast("cpu", dtype=torch.bfloat16)
-                if precision == "bf16"
-                else contextlib.nullcontext()
-            )
-            with torch.inference_mode(), cast:
-                return net(xin, t).float()
+    def once(precision: str, channels_last: bool) -> torch.Tensor:
+        net = last if channels_last else model
+        cast = (
+            torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), cast:
+            return net(inputs[channels_last], t).float()
 
-        once()  # warm-up: oneDNN picks and caches its kernels on the first call
-        times = []
-        for _ in range(repeats):
+    # Warm-up (oneDNN picks and caches its kernels on the first call), keeping each output.
+    outputs = [once(*c) for c in CANDIDATES]
+    times: list[list[float]] = [[] for _ in CANDIDATES]
+    # Round robin: on a shared CPU the load drifts, and every candidate should see the same drift.
+    for _ in range(repeats):
+        for k, cand in enumerate(CANDIDATES):
             start = time.perf_counter()
-            v = once()
-            times.append(time.perf_counter() - start)
-        # One contrast → native Euler step, x0 = x1 − v: the output a user sees, in HU.
-        out_hu = model_to_hu((x - v)[:, 0].numpy())
-        row: dict[str, Any] = {
-            "precision": precision,
-            "channels_last": channels_last,
-            "ms_per_slice": round(1000 * min(times) / x.shape[0], 2),
-        }
-        if reference is None:
-            reference = out_hu
-            row.update(mean_abs_hu=0.0, p999_abs_hu=0.0)
-        else:
-            err = np.abs(out_hu - reference)
-            row.update(
-                mean_abs_hu=round(float(err.mean()), 4), p999_abs_hu=round(float(np.quantile(err, 0.999)), 3)
-            )
-        rows.append(row)
-    model.to(memory_format=torch.contiguous_format)
+            once(*cand)
+            times[k].append(time.perf_counter() - start)
+    # One contrast → native Euler step, x0 = x1 − v: the output a user sees, in HU.
+    reference = model_to_hu((x - outputs[0])[:, 0].numpy())
+    rows: list[dict[str, Any]] = []
+    for (precision, channels_last), v, ts in zip(CANDIDATES, outputs, times, strict=True):
+        err = np.abs(model_to_hu((x - v)[:, 0].numpy()) - reference)
+        rows.append(
+            {
+                "precision": precision,
+                "channels_last": channels_last,
+                "ms_per_slice": round(1000 * min(ts) / x.shape[0], 2),
+                "mean_abs_hu": round(float(err.mean()), 4),
+                "p999_abs_hu": round(float(np.quantile(err, 0.999)), 3),
+            }
+        )
     return rows
 
 
