@@ -111,10 +111,14 @@ class Translator:
         self.resample = bool(resample)
         self.max_wrong_way_hu = None if max_wrong_way_hu is None else float(max_wrong_way_hu)
         self.precision_choice = None  # the measured CPU choice, when precision="auto" made one
-        self.precision = self._resolve_precision(precision, model, channels_last)
+        self.precision = self._resolve_precision(precision, model)
         if channels_last is None:
-            channels_last = self.device.type == "cuda" or bool(
-                self.precision_choice is not None and self.precision_choice.channels_last
+            # bf16 on a CPU was measured with channels-last (oneDNN's fast path); the measured
+            # choice says whether fp32 gains from it too.
+            channels_last = (
+                self.device.type == "cuda"
+                or (self.device.type == "cpu" and self.precision == "bf16")
+                or bool(self.precision_choice is not None and self.precision_choice.channels_last)
             )
         self.channels_last = channels_last
         model = model.to(self.device).eval()
@@ -150,7 +154,7 @@ class Translator:
             **options,
         )
 
-    def _resolve_precision(self, precision: str, model: torch.nn.Module, channels_last: bool | None) -> str:
+    def _resolve_precision(self, precision: str, model: torch.nn.Module) -> str:
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise TranslationError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
         if precision != "auto":
