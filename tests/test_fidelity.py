@@ -192,9 +192,7 @@ def test_resampling_reaches_training_scale_and_keeps_geometry(spacing):
     assert rec["model_spacing_mm"] == ([0.8, 0.8] if spacing > 0.8 else [0.7, 0.7])
 
     # A constant velocity comes back as the same constant change wherever the model has its say.
-    const = Translator(
-        ConstantVelocity(0.05), device="cpu", precision="fp32", training_spacing_mm=(0.7, 0.8)
-    )
+    const = Translator(ConstantVelocity(0.05), device="cpu", precision="fp32", training_spacing_mm=(0.7, 0.8))
     inside = (vol.hu >= -950) & (vol.hu <= 950)
     np.testing.assert_allclose(
         (const.translate_volume(vol, direction="n2c").hu - vol.hu)[inside], 50, atol=0.05
