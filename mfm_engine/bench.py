@@ -24,14 +24,21 @@ class BenchRow:
 
     model: str
     device: str
-    precision: str
+    precision: str  # what the engine ran: the measured choice for "auto" on a CPU
     params_m: float
     batch: int
-    forward_ms: float  # bare network forward, per slice
+    fp32_forward_ms: float  # bare network forward in fp32, contiguous, per slice: the baseline
+    forward_ms: float  # bare network forward in the engine's precision and layout, per slice
     engine_ms_per_nfe: float  # Translator, per slice per NFE (Euler, 1 step)
     slices_per_s: float
-    overhead_pct: float
+    overhead_pct: float  # engine over the bare forward in the same precision
     peak_mem_mb: float
+    choice: str = ""  # how the precision was chosen (measured / cached / forced)
+
+    @property
+    def vs_fp32(self) -> float:
+        """Engine time per slice per NFE as a fraction of the fp32 bare forward."""
+        return self.engine_ms_per_nfe / self.fp32_forward_ms
 
 
 def _timeit(fn, repeats: int) -> float:
@@ -72,9 +79,16 @@ def bench_model(
     hu = rng.normal(0, 200, size=(batch, size, size)).astype(np.float32)
     x = torch.from_numpy(hu / 1000.0).unsqueeze(1).to(dev)
     t = torch.ones(batch, device=dev)
+    x_engine = x.contiguous(memory_format=torch.channels_last) if tr.channels_last else x
 
     def bare():
         with torch.inference_mode(), tr._autocast():
+            tr._net(x_engine, t)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def bare_fp32():
+        with torch.inference_mode():
             tr._net(x, t)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -84,18 +98,26 @@ def bench_model(
 
     forward_s = _timeit(bare, repeats)
     engine_s = _timeit(engine, repeats)
+    # The fp32 baseline runs the same module contiguous; channels-last is undone for it and redone after.
+    if tr.channels_last:
+        tr.model.to(memory_format=torch.contiguous_format)
+    fp32_s = _timeit(bare_fp32, repeats)
+    if tr.channels_last:
+        tr.model.to(memory_format=torch.channels_last)
     name = config["name"] + (f"/{config['preset']}" if config.get("preset") else "")
     return BenchRow(
         model=name,
         device=str(dev),
-        precision=tr.precision,
+        precision=tr.precision + (" channels-last" if tr.channels_last else ""),
         params_m=count_parameters(model) / 1e6,
         batch=batch,
+        fp32_forward_ms=1000 * fp32_s / batch,
         forward_ms=1000 * forward_s / batch,
         engine_ms_per_nfe=1000 * engine_s / batch,
         slices_per_s=batch / engine_s,
         overhead_pct=100 * (engine_s / forward_s - 1),
         peak_mem_mb=_peak_mb(dev),
+        choice=tr.precision_choice.summary() if tr.precision_choice else "",
     )
 
 
@@ -130,12 +152,17 @@ def bench_volume_file(
 def format_table(rows: list[BenchRow]) -> str:
     """Markdown table of benchmark rows."""
     head = (
-        "| model | device | precision | params (M) | batch | bare forward ms/slice | engine ms/slice/NFE "
-        "| slices/s (1 NFE) | engine overhead | peak memory MB |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| model | device | precision | params (M) | batch | fp32 bare forward ms/slice "
+        "| bare forward ms/slice (same precision) | engine ms/slice/NFE | engine / fp32 forward "
+        "| slices/s (1 NFE) | engine overhead | peak memory MB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [
-        f"| {r.model} | {r.device} | {r.precision} | {r.params_m:.2f} | {r.batch} | {r.forward_ms:.1f} | "
-        f"{r.engine_ms_per_nfe:.1f} | {r.slices_per_s:.1f} | {r.overhead_pct:+.1f} % | {r.peak_mem_mb:.0f} |"
+        f"| {r.model} | {r.device} | {r.precision} | {r.params_m:.2f} | {r.batch} | "
+        f"{r.fp32_forward_ms:.1f} | {r.forward_ms:.1f} | {r.engine_ms_per_nfe:.1f} | {r.vs_fp32:.2f}× | "
+        f"{r.slices_per_s:.1f} | "
+        f"{r.overhead_pct:+.1f} % | {r.peak_mem_mb:.0f} |"
         for r in rows
     ]
-    return "\n".join([head, *lines])
+    notes = [f"- {r.model}: precision {r.choice}" for r in rows if r.choice]
+    return "\n".join([head, *lines, *([""] + notes if notes else [])])

@@ -24,6 +24,11 @@ Sidecar keys (format version 1)::
     torch_version, monai_version
     ddpm              (kind ddpm) schedule: {"num_timesteps", "beta_start", "beta_end", ...}
     direction         (kinds regression, ddpm) "c2n" | "n2c"
+    passthrough       optional: {"rule": "outside_hu_range", "blend_hu": 50} — input voxels outside
+                      hu_range keep their value (see mfm_engine.fidelity); {"rule": "none"} turns it
+                      off for a model trained on every HU. Absent (older sidecars): the default rule.
+    pixel_spacing_mm  optional: [low, high] in-plane pixel spacing (mm) of the training slices; the
+                      Translator resamples other spacings into it. Absent: unknown, no resampling.
     extra             dict, free
 """
 
@@ -46,6 +51,12 @@ from torch import nn
 
 from mfm_engine import __version__ as ENGINE_VERSION
 from mfm_engine.errors import CheckpointError
+from mfm_engine.fidelity import (
+    DEFAULT_BLEND_HU,
+    PASSTHROUGH_RULE,
+    check_spacing_range,
+    passthrough_from_sidecar,
+)
 from mfm_engine.models import ModelConfigError, build_model, count_parameters, resolve_model_config
 
 FORMAT_NAME = "mfm-checkpoint"
@@ -79,6 +90,8 @@ class CheckpointMeta:
     weights_sha256: str | None = None
     ddpm: dict[str, Any] | None = None
     direction: str | None = None
+    passthrough: dict[str, Any] | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -118,6 +131,8 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
     ddpm_schedule: Mapping[str, Any] | None = None,
     direction: str | None = None,
+    passthrough: Mapping[str, Any] | None = None,
+    pixel_spacing_mm: float | tuple[float, float] | None = None,
 ) -> Path:
     """Write ``path`` (.safetensors, suffix added if missing) and ``<stem>.json`` atomically.
 
@@ -125,6 +140,8 @@ def save_checkpoint(
 
     ``ddpm_schedule`` is required for kind ``ddpm`` (at least ``num_timesteps``, ``beta_start``,
     ``beta_end``); ``direction`` (``c2n`` | ``n2c``) for kinds ``regression`` and ``ddpm``.
+    ``passthrough`` defaults to the outside-the-HU-range rule; ``pixel_spacing_mm`` is the training
+    slices' in-plane spacing (one value or a [low, high] range), recorded when known.
     """
     from safetensors.torch import save_file
 
@@ -157,6 +174,19 @@ def save_checkpoint(
         raise CheckpointError(
             f"cannot save {weights}: direction applies to regression and ddpm checkpoints only"
         )
+
+    rule = (
+        dict(passthrough)
+        if passthrough is not None
+        else {"rule": PASSTHROUGH_RULE, "blend_hu": DEFAULT_BLEND_HU}
+    )
+    try:
+        passthrough_from_sidecar(rule, hu)
+        info["passthrough"] = rule
+        if pixel_spacing_mm is not None:
+            info["pixel_spacing_mm"] = list(check_spacing_range(pixel_spacing_mm))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot save {weights}: {exc}") from exc
 
     state = _plain_state_dict(model)
     # Refuse to write a checkpoint that could not be loaded back: the config must rebuild
@@ -369,6 +399,12 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
         raise CheckpointError(f"{where}: 'metrics' and 'extra' must be JSON objects")
     if not weights.is_file():
         raise CheckpointError(f"{where} describes weights {weights}, which do not exist")
+    try:
+        passthrough_from_sidecar(doc.get("passthrough"), hu)
+        spacing = doc.get("pixel_spacing_mm")
+        spacing = check_spacing_range(spacing) if spacing is not None else None
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
     return CheckpointMeta(
         weights_path=weights,
         sidecar_path=sidecar,
@@ -384,6 +420,8 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
         weights_sha256=doc.get("weights_sha256"),
         ddpm=ddpm,
         direction=direction if kind in ONE_WAY_KINDS else None,
+        passthrough=doc.get("passthrough"),
+        pixel_spacing_mm=spacing,
         extra=extra,
         raw=doc,
     )

@@ -12,17 +12,19 @@ HU_MAX = 1000.0
 HU_RANGE = HU_MAX - HU_MIN  # 2000 HU: also the data range of PSNR and SSIM
 
 
-def hu_to_model(hu):
-    """Clip HU to [HU_MIN, HU_MAX] and map linearly to [-1, 1] (numpy array or torch tensor)."""
-    scale = 2.0 / HU_RANGE
+def hu_to_model(hu, hu_range: tuple[float, float] = (HU_MIN, HU_MAX)):
+    """Clip HU to hu_range (default [HU_MIN, HU_MAX]) and map linearly to [-1, 1] (numpy or torch)."""
+    low, high = hu_range
+    scale = 2.0 / (high - low)
     if isinstance(hu, np.ndarray):
-        return ((np.clip(hu, HU_MIN, HU_MAX) - HU_MIN) * scale - 1.0).astype(np.float32, copy=False)
-    return (hu.clamp(HU_MIN, HU_MAX) - HU_MIN) * scale - 1.0
+        return ((np.clip(hu, low, high) - low) * scale - 1.0).astype(np.float32, copy=False)
+    return (hu.clamp(low, high) - low) * scale - 1.0
 
 
-def model_to_hu(x):
+def model_to_hu(x, hu_range: tuple[float, float] = (HU_MIN, HU_MAX)):
     """Map model scale [-1, 1] back to HU (no clipping: the network may overshoot slightly)."""
-    out = (x + 1.0) * (HU_RANGE / 2.0) + HU_MIN
+    low, high = hu_range
+    out = (x + 1.0) * ((high - low) / 2.0) + low
     if isinstance(out, np.ndarray):
         return out.astype(np.float32, copy=False)
     return out

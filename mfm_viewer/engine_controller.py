@@ -204,7 +204,8 @@ class EngineController(QtCore.QObject):
         self.panel.preview_status.setText(f"translating slice {index + 1}…")
         self._awaiting = (key, index)
         hu = session.input.slice("axial", index).copy()
-        self.preview_worker.request(PreviewJob(translator, key, index, hu, self.generation))
+        spacing = (session.input.spacing[0], session.input.spacing[1])
+        self.preview_worker.request(PreviewJob(translator, key, index, hu, self.generation, spacing))
 
     def _show_preview_cost(self, preview, cached: bool = False) -> None:
         note = " (cached)" if cached else ""

@@ -30,6 +30,8 @@ class PreviewJob:
     index: int
     hu: np.ndarray  # (H, W) HU, a copy owned by the job
     generation: int  # the study it belongs to; results for an older study are dropped
+    # (x, y) mm of the study's pixels, so the preview is resampled exactly as the volume would be.
+    pixel_spacing_mm: tuple[float, float] | None = None
 
 
 class PreviewWorker(QtCore.QThread):
@@ -71,7 +73,11 @@ class PreviewWorker(QtCore.QThread):
             try:
                 with ENGINE_LOCK:
                     res = job.translator.translate_slice(
-                        job.hu, direction=job.key.direction, solver=job.key.solver, steps=job.key.steps
+                        job.hu,
+                        direction=job.key.direction,
+                        solver=job.key.solver,
+                        steps=job.key.steps,
+                        pixel_spacing_mm=job.pixel_spacing_mm,
                     )
                 self.done.emit(
                     job, SlicePreview(np.asarray(res.hu, dtype=np.float32), int(res.nfe), float(res.seconds))

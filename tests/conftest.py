@@ -9,9 +9,24 @@ import pytest
 
 # Before any Qt import anywhere in the suite: there is no screen on CI.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# precision="auto" on a CPU measures bf16 against fp32 and caches the choice per machine; the suite
+# runs fp32 so its numbers do not depend on the machine (tests of the choice unset this).
+os.environ["MFM_CPU_PRECISION"] = "fp32"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_cache(tmp_path_factory):
+    """Nothing the suite measures or caches lands in the user's own cache folder."""
+    old = os.environ.get("MFM_STUDIO_CACHE_DIR")
+    os.environ["MFM_STUDIO_CACHE_DIR"] = str(tmp_path_factory.mktemp("user_cache"))
+    yield
+    if old is None:
+        os.environ.pop("MFM_STUDIO_CACHE_DIR", None)
+    else:
+        os.environ["MFM_STUDIO_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,8 @@ def test_export_keeps_weights_and_adds_the_report(tmp_path, capsys):
         kind="flow",
         trained_on="test data",
         metrics={"mae_hu": 9.5},
+        passthrough={"rule": "outside_hu_range", "blend_hu": 30.0},
+        pixel_spacing_mm=(0.7, 0.8),
     )
     report = tmp_path / "demo_report.json"
     report.write_text(json.dumps({"passed": True, "organ_mae_ratio": 0.2}))
@@ -33,6 +35,7 @@ def test_export_keeps_weights_and_adds_the_report(tmp_path, capsys):
     meta = read_checkpoint_meta(out)
     assert meta.weights_path.name == "demo.safetensors" and meta.trained_on == "test data"
     assert meta.metrics["mae_hu"] == 9.5 and meta.extra["acceptance_report"]["passed"] is True
+    assert meta.passthrough["blend_hu"] == 30.0 and meta.pixel_spacing_mm == (0.7, 0.8)
     a, b = load_checkpoint(src).model.state_dict(), load_checkpoint(out).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     bad = tmp_path / "bad.json"

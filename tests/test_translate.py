@@ -42,7 +42,10 @@ def _volume(n=5, size=48, seed=1) -> Volume:
 @pytest.mark.parametrize("direction", ["c2n", "n2c"])
 @pytest.mark.parametrize("solver,steps", [("euler", 1), ("heun", 2), ("rk4", 1)])
 def test_volume_matches_direct_integration_both_directions(tiny_ckpt, direction, solver, steps):
-    tr = Translator.from_checkpoint(tiny_ckpt, device="cpu", precision="fp32")
+    # The bare network's output: pass-through and the wrong-way cap (tests/test_fidelity.py) off.
+    tr = Translator.from_checkpoint(
+        tiny_ckpt, device="cpu", precision="fp32", passthrough=False, max_wrong_way_hu=None
+    )
     vol = _volume()
     before = vol.hu.copy()
     out = tr.translate_volume(vol, direction=direction, solver=solver, steps=steps, batch_size=2)
@@ -115,7 +118,7 @@ def test_bad_requests_are_clear(tiny_ckpt):
 def test_regression_model_is_one_pass_one_direction(tmp_path):
     path = tmp_path / "reg.safetensors"
     save_checkpoint(_tiny(3), path, model_config=TINY, kind="regression", trained_on="test", direction="c2n")
-    tr = Translator.from_checkpoint(path, device="cpu")
+    tr = Translator.from_checkpoint(path, device="cpu", passthrough=False, max_wrong_way_hu=None)
     out = tr.translate_volume(_volume(n=2))
     assert out.meta["provenance"]["nfe"] == 1
     net = _tiny(3).eval()

@@ -42,4 +42,6 @@ def export_checkpoint(source: str | Path, target: str | Path, *, report: str | P
         extra=extra,
         ddpm_schedule=meta.ddpm,
         direction=meta.direction,
+        passthrough=meta.passthrough,
+        pixel_spacing_mm=meta.pixel_spacing_mm,
     )

@@ -420,6 +420,10 @@ def _fit(
     val = None
     loss_log = val_log = tb = None
     history: list[dict[str, Any]] = []
+    # The in-plane pixel spacing the network sees in training: the Translator resamples other
+    # spacings into this range (mfm_engine/fidelity.py).
+    spacings = [s for p in cache.split(cfg.data.train_split) if len(p.spacing) == 3 for s in p.spacing[:2]]
+    pixel_spacing = (min(spacings), max(spacings)) if spacings else None
     trained_on = cfg.trained_on or (
         f"{cache.description or str(cache.root)}; trained on the {cfg.data.train_split} split"
     )
@@ -539,6 +543,7 @@ def _fit(
             kind=cfg.kind,
             hu_range=(HU_MIN, HU_MAX),
             trained_on=trained_on,
+            pixel_spacing_mm=pixel_spacing,
             metrics={k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)},
             extra={
                 "intended_use": INTENDED_USE,

@@ -52,7 +52,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model", default=None, help=f"checkpoint (.safetensors or .json); default: {DEFAULT_MODEL_HELP}"
     )
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, …")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto: bf16 on GPUs; on a CPU the measured, cached choice (docs/engine.md)",
+    )
+    p.add_argument(
+        "--no-passthrough",
+        action="store_true",
+        help="let the model rewrite voxels outside its HU range (padding, air, dense bone); research only",
+    )
+    p.add_argument(
+        "--no-resample",
+        action="store_true",
+        help="feed slices to the model at their own pixel spacing, not the spacing it was trained at",
+    )
+    p.add_argument(
+        "--no-wrong-way-cap",
+        action="store_true",
+        help="allow c2n to raise (n2c to lower) a voxel by more than 20 HU",
+    )
     p.add_argument(
         "--batch-size", type=int, default=None, help="slices per batch (default: from free memory)"
     )
@@ -135,7 +155,7 @@ def _device_for_rank(device: str) -> str:
     return device
 
 
-def load_translator(model: str | None, device: str, precision: str = "auto"):
+def load_translator(model: str | None, device: str, precision: str = "auto", **options):
     """The Translator for --model (or the demo model), with a clear error when there is none."""
     from mfm_engine.demo import demo_checkpoint
     from mfm_engine.translate import Translator
@@ -143,7 +163,7 @@ def load_translator(model: str | None, device: str, precision: str = "auto"):
     path = model or demo_checkpoint()
     if path is None:
         raise MFMError("no --model given and the demo model is not installed (assets/demo_model)")
-    return Translator.from_checkpoint(path, device=device, precision=precision)
+    return Translator.from_checkpoint(path, device=device, precision=precision, **options)
 
 
 def warn(text: str) -> None:
@@ -185,11 +205,17 @@ def run(args: argparse.Namespace) -> int:
     rank, world = parse_shard(args.shard)
     mine = studies[rank::world]
     plan = plan_outputs(Path(args.input), Path(args.output), mine, batch, args.format, args.overwrite)
-    translator = load_translator(args.model, _device_for_rank(args.device), args.precision)
+    options = {"passthrough": not args.no_passthrough, "resample": not args.no_resample}
+    if args.no_wrong_way_cap:
+        options["max_wrong_way_hu"] = None
+    translator = load_translator(args.model, _device_for_rank(args.device), args.precision, **options)
+    choice = translator.precision_choice
     print(
         f"mfm translate: {len(mine)} of {len(studies)} studies (shard {rank}/{world}), "
         f"{translator.model_name}, {args.direction}, {args.solver}×{args.steps}, "
-        f"device {translator.device} ({translator.precision})"
+        f"device {translator.device} ({choice.summary() if choice else translator.precision}), "
+        f"pass-through {'on' if translator.passthrough else 'off'}, "
+        f"resampling {'on' if translator.resample and translator.training_spacing_mm else 'off'}"
     )
     failures = 0
     for study, target, fmt, todo in tqdm(plan, desc="studies", unit="study", disable=len(plan) < 2):
