@@ -117,3 +117,63 @@ def resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         # MPS has no antialiased bilinear; area averaging is close enough there.
         return F.interpolate(x, size=size, mode="area")
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+# -- in-plane orientation -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class InPlaneOrientation:
+    """How a slice's (rows, columns) are turned to the training orientation and back.
+
+    The models are trained on the phantom, whose columns run towards the patient's left (+x, LPS)
+    and rows towards the back (+y): an axial DICOM slice of a supine patient. A NIfTI stored in RAS,
+    a feet-first or a prone scan arrives flipped, and a network shown its anatomy upside down
+    enhances the spinal canal instead of the aorta. Flips and a transpose bring any axial-ish slice
+    to that orientation; nothing is interpolated.
+    """
+
+    transpose: bool = False
+    flip_rows: bool = False
+    flip_cols: bool = False
+
+    @classmethod
+    def from_direction(cls, direction: Any) -> InPlaneOrientation:
+        """From a Volume's 3×3 direction (columns: index axes x, y, z in LPS)."""
+        d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+        col, row = d[:, 0], d[:, 1]
+        transpose = abs(col[1]) > abs(col[0])  # columns run front–back: the slice is turned 90°
+        if transpose:
+            col, row = row, col
+        return cls(transpose=bool(transpose), flip_rows=bool(row[1] < 0), flip_cols=bool(col[0] < 0))
+
+    @property
+    def is_identity(self) -> bool:
+        """True when slices already have the training orientation."""
+        return not (self.transpose or self.flip_rows or self.flip_cols)
+
+    def to_model(self, stack: np.ndarray) -> np.ndarray:
+        """(B, H, W) in the volume's orientation → the training orientation (a view; no copy)."""
+        out = np.swapaxes(stack, -1, -2) if self.transpose else stack
+        if self.flip_rows:
+            out = out[..., ::-1, :]
+        if self.flip_cols:
+            out = out[..., ::-1]
+        return out
+
+    def from_model(self, stack: np.ndarray) -> np.ndarray:
+        """The inverse of `to_model`."""
+        out = stack
+        if self.flip_cols:
+            out = out[..., ::-1]
+        if self.flip_rows:
+            out = out[..., ::-1, :]
+        return np.swapaxes(out, -1, -2) if self.transpose else out
+
+    def spacing_to_model(self, spacing_xy: tuple[float, float] | None) -> tuple[float, float] | None:
+        """Pixel spacing (x, y) as the model sees it (swapped by a transpose)."""
+        if spacing_xy is None or not self.transpose:
+            return spacing_xy
+        return (spacing_xy[1], spacing_xy[0])
+
+    def record(self) -> dict[str, bool]:
+        """For provenance."""
+        return {"transpose": self.transpose, "flip_rows": self.flip_rows, "flip_cols": self.flip_cols}

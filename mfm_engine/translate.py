@@ -29,7 +29,7 @@ from mfm_engine.cancel import CancelFlag, is_cancelled
 from mfm_engine.ddpm import DDPMSchedule, ddim_sample
 from mfm_engine.device import available_memory_bytes, pick_device
 from mfm_engine.errors import MFMError
-from mfm_engine.fidelity import PassThrough, model_spacing, resample, resampled_shape
+from mfm_engine.fidelity import InPlaneOrientation, PassThrough, model_spacing, resample, resampled_shape
 from mfm_engine.intensity import HU_MAX, HU_MIN, hu_to_model
 from mfm_engine.solvers import get_solver
 from mfm_engine.volume import Volume
@@ -242,9 +242,21 @@ class Translator:
         return None if size == tuple(shape_hw) else size
 
     def _translate_hu(
-        self, hu: np.ndarray, direction: str, solver: str, steps: int, spacing: tuple[float, float] | None
+        self,
+        hu: np.ndarray,
+        direction: str,
+        solver: str,
+        steps: int,
+        spacing: tuple[float, float] | None,
+        orientation: InPlaneOrientation | None = None,
     ) -> tuple[np.ndarray, int]:
-        """(B, H, W) HU → (B, H, W) HU, NFE: resample, integrate, change back, pass-through, cap."""
+        """(B, H, W) HU → (B, H, W) HU, NFE: orient, resample, integrate, change back, pass-through, cap."""
+        if orientation is not None and not orientation.is_identity:
+            turned = np.ascontiguousarray(orientation.to_model(np.asarray(hu, dtype=np.float32)))
+            out, nfe = self._translate_hu(
+                turned, direction, solver, steps, orientation.spacing_to_model(spacing)
+            )
+            return np.ascontiguousarray(orientation.from_model(out)), nfe
         hu = np.asarray(hu, dtype=np.float32)
         x = torch.from_numpy(hu_to_model(hu, self.hu_range)).unsqueeze(1).to(self.device)  # a new array
         size = self.model_shape(hu.shape[-2:], spacing)
@@ -276,15 +288,24 @@ class Translator:
         solver: str = "euler",
         steps: int = 1,
         pixel_spacing_mm: tuple[float, float] | None = None,
+        volume_direction: np.ndarray | None = None,
     ) -> SliceResult:
-        """Translate a slice (H, W) or stack (B, H, W) in HU; ``pixel_spacing_mm`` (x, y) lets it resample."""
+        """Translate a slice (H, W) or stack (B, H, W) in HU.
+
+        ``pixel_spacing_mm`` (x, y) lets it resample to the training scale; ``volume_direction`` (the
+        3×3 `Volume.direction`) lets it turn the slices to the training orientation, as
+        `translate_volume` does.
+        """
         self._check_request(direction, solver, steps)
         arr = np.asarray(hu)
         if arr.ndim not in (2, 3):
             raise TranslationError(f"expected a slice (H, W) or slices (B, H, W), got shape {arr.shape}")
         stack = arr[None] if arr.ndim == 2 else arr
         start = time.perf_counter()
-        result, nfe = self._translate_hu(stack, direction, solver, steps, pixel_spacing_mm)
+        orientation = (
+            None if volume_direction is None else InPlaneOrientation.from_direction(volume_direction)
+        )
+        result, nfe = self._translate_hu(stack, direction, solver, steps, pixel_spacing_mm, orientation)
         seconds = time.perf_counter() - start
         return SliceResult(hu=result[0] if arr.ndim == 2 else result, nfe=nfe, seconds=seconds)
 
@@ -296,12 +317,18 @@ class Translator:
         solver: str = "euler",
         steps: int = 1,
         pixel_spacing_mm: tuple[float, float] | None = None,
+        volume_direction: np.ndarray | None = None,
     ) -> SliceResult:
-        """Translate one axial slice (H, W) in HU (pixel spacing (x, y) mm when known)."""
+        """Translate one axial slice (H, W) in HU (pixel spacing (x, y) mm and direction when known)."""
         if np.asarray(hu2d).ndim != 2:
             raise TranslationError(f"translate_slice expects one (H, W) slice, got shape {np.shape(hu2d)}")
         return self.translate_array(
-            hu2d, direction=direction, solver=solver, steps=steps, pixel_spacing_mm=pixel_spacing_mm
+            hu2d,
+            direction=direction,
+            solver=solver,
+            steps=steps,
+            pixel_spacing_mm=pixel_spacing_mm,
+            volume_direction=volume_direction,
         )
 
     # -- volumes ----------------------------------------------------------------------------
@@ -331,7 +358,8 @@ class Translator:
         self._check_request(direction, solver, steps)
         n, h, w = volume.shape
         spacing = (volume.spacing[0], volume.spacing[1])
-        size = self.model_shape((h, w), spacing)
+        orientation = InPlaneOrientation.from_direction(volume.direction)
+        size = self.model_shape((h, w), orientation.spacing_to_model(spacing))
         batch = batch_size or self.auto_batch_size(*(size or (h, w)))
         out = np.empty((n, h, w), dtype=np.float32)
         nfe_total = 0
@@ -344,7 +372,9 @@ class Translator:
                 raise TranslationCancelled(f"translation cancelled after {done} of {n} slices")
             stop = min(n, done + batch)
             try:
-                y, nfe = self._translate_hu(volume.hu[done:stop], direction, solver, steps, spacing)
+                y, nfe = self._translate_hu(
+                    volume.hu[done:stop], direction, solver, steps, spacing, orientation
+                )
             except RuntimeError as exc:
                 if not _is_oom(exc) or batch == 1:
                     raise
@@ -359,6 +389,7 @@ class Translator:
                 progress(done, n)
         seconds = time.perf_counter() - start
         prov = self.provenance(direction, solver, steps, nfe_total, seconds, pixel_spacing_mm=spacing)
+        prov["in_plane_orientation"] = orientation.record()
         return self._synthetic_volume(volume, out, prov)
 
     def resampling_record(self, pixel_spacing_mm: tuple[float, float] | None) -> dict[str, Any]:

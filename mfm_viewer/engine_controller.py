@@ -205,7 +205,10 @@ class EngineController(QtCore.QObject):
         self._awaiting = (key, index)
         hu = session.input.slice("axial", index).copy()
         spacing = (session.input.spacing[0], session.input.spacing[1])
-        self.preview_worker.request(PreviewJob(translator, key, index, hu, self.generation, spacing))
+        direction = session.input.direction.copy()
+        self.preview_worker.request(
+            PreviewJob(translator, key, index, hu, self.generation, spacing, direction)
+        )
 
     def _show_preview_cost(self, preview, cached: bool = False) -> None:
         note = " (cached)" if cached else ""

@@ -32,6 +32,8 @@ class PreviewJob:
     generation: int  # the study it belongs to; results for an older study are dropped
     # (x, y) mm of the study's pixels, so the preview is resampled exactly as the volume would be.
     pixel_spacing_mm: tuple[float, float] | None = None
+    # The study's 3×3 direction, so the preview is turned to the training orientation as the volume is.
+    volume_direction: np.ndarray | None = None
 
 
 class PreviewWorker(QtCore.QThread):
@@ -78,6 +80,7 @@ class PreviewWorker(QtCore.QThread):
                         solver=job.key.solver,
                         steps=job.key.steps,
                         pixel_spacing_mm=job.pixel_spacing_mm,
+                        volume_direction=job.volume_direction,
                     )
                 self.done.emit(
                     job, SlicePreview(np.asarray(res.hu, dtype=np.float32), int(res.nfe), float(res.seconds))
