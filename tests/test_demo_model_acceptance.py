@@ -16,17 +16,20 @@ from mfm_engine.translate import Translator
 from training.demo_report import demo_report
 
 SHIPPED = demo_checkpoint()
-# The shipped weights were trained on the classic phantom (before issue 14's scanner variety); switch
-# to "varied" when the demo model is retrained on the varied phantom.
-PHANTOM = "classic"
+# The shipped weights are trained on the varied phantom (issue 14's scanner variety); the classic
+# phantom, the earlier models' domain, with its strong late-arterial boluses, must still pass.
+PHANTOM = "varied"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(SHIPPED is None, reason="assets/ does not ship the demo model"),
 ]
 
 
-def test_shipped_demo_model_passes_on_held_out_seeds_900_to_903():
-    report = demo_report(str(SHIPPED), seeds=[900, 901, 902, 903], slices=30, size=512, acquisition=PHANTOM)
+@pytest.mark.parametrize("acquisition", [PHANTOM, "classic"])
+def test_shipped_demo_model_passes_on_held_out_seeds_900_to_903(acquisition: str):
+    report = demo_report(
+        str(SHIPPED), seeds=[900, 901, 902, 903], slices=30, size=512, acquisition=acquisition
+    )
     failed = [f"{c.text}: {c.value:.1f} (limit {c.limit:g})" for c in report.checks if not c.passed]
     assert failed == [], failed
     for organ in ("aorta", "kidney_cortex", "spleen"):
@@ -47,6 +50,6 @@ def test_report_agrees_with_an_independent_measurement_on_seed_900():
     native = pair.native.hu[aorta].mean(dtype=np.float64)
     error = float(synthetic.hu[aorta].mean(dtype=np.float64) - native)
     enhancement = float(pair.contrast.hu[aorta].mean(dtype=np.float64) - native)
-    assert enhancement > 250 and abs(error) < 20
+    assert enhancement > 150 and abs(error) < 20  # seed 900 of the varied phantom: +219 HU, portal venous
     report = demo_report(str(SHIPPED), seeds=[900], slices=30, size=512, acquisition=PHANTOM)
     assert report.organs["aorta"]["mean_error_hu"] == pytest.approx(error, abs=0.05)

@@ -131,12 +131,14 @@ def test_shipped_sidecar_records_rule_and_training_spacing():
         pytest.skip("assets/ does not ship the demo model")
     meta = read_checkpoint_meta(ckpt)
     assert meta.passthrough == {"rule": "outside_hu_range", "blend_hu": 50.0}
-    # The phantom's pixel: field of view / 512 over the training seeds 1000–1099.
-    from mfm_engine.phantom.anatomy import Anatomy
+    # The varied phantom's pixel spacing over the training seeds 1000–1099 (0.6–1.0 mm by design).
+    from mfm_engine.phantom import make_phantom_pair
+    from mfm_engine.phantom.scanner import PIXEL_MM_RANGE
 
-    px = [Anatomy(s).fov / 512 for s in (1000, 1042, 1099)]
+    px = [make_phantom_pair(s, n_slices=1, size=512).native.spacing[0] for s in (1000, 1042, 1099)]
     lo, hi = meta.pixel_spacing_mm
-    assert 0.70 < lo < hi < 0.81 and all(lo - 1e-3 <= p <= hi + 1e-3 for p in px)
+    assert PIXEL_MM_RANGE[0] <= lo < hi <= PIXEL_MM_RANGE[1] and hi - lo > 0.3
+    assert all(lo - 1e-3 <= p <= hi + 1e-3 for p in px)
 
 
 # -- wrong-way cap -----------------------------------------------------------------------------
@@ -292,3 +294,34 @@ def test_real_3mm_nifti_is_translated_at_training_scale_with_its_own_geometry():
     assert abs(_median_change(vol.hu, out.hu, -1100, -900)) <= 5
     assert abs(_median_change(vol.hu, out.hu, -150, -50)) <= 5
     assert abs(_median_change(vol.hu, out.hu, 500, 1e9)) <= 10
+
+
+# -- orientation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("direction", "to_physical"),
+    [
+        (np.diag([-1.0, -1.0, 1.0]), lambda a: a[:, ::-1, ::-1]),  # NIfTI stored RAS, read as LPS
+        (np.diag([-1.0, 1.0, -1.0]), lambda a: a[:, :, ::-1]),  # feet first
+        (np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]), lambda a: np.swapaxes(a, 1, 2)),
+    ],
+)
+def test_slices_reach_the_network_in_the_training_orientation(direction, to_physical):
+    """The same anatomy stored in another orientation gives the same synthetic, stored the same way."""
+    torch.manual_seed(0)
+    translator = Translator(build_model(TINY).eval(), device="cpu", precision="fp32", passthrough=False)
+    upright = _ct(n=2, size=32)
+    stored = Volume(np.ascontiguousarray(to_physical(upright.hu)), upright.spacing, direction=direction)
+    a = translator.translate_volume(upright, direction="c2n").hu
+    b = translator.translate_volume(stored, direction="c2n").hu
+    np.testing.assert_allclose(b, to_physical(a), atol=1e-3)
+    assert translator.translate_volume(stored).meta["provenance"]["in_plane_orientation"] != {
+        "transpose": False,
+        "flip_rows": False,
+        "flip_cols": False,
+    }
+    # The viewer's one-slice preview turns the slice the same way (batch-of-one arithmetic differs
+    # from the batch's in the last bits).
+    one = translator.translate_slice(stored.hu[1], volume_direction=direction).hu
+    np.testing.assert_allclose(one, b[1], atol=0.02)

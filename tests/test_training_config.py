@@ -46,7 +46,12 @@ def test_shipped_configs_cover_the_paper_and_the_demo():
     names = {p.stem for p in CONFIGS}
     assert {"demo_flow", "demo_regression", "paper_flow_timeresnet", "paper_ddpm_unet"} <= names
     demo = load_config(CONFIGS[[p.stem for p in CONFIGS].index("demo_flow")])
-    assert demo.model == {"name": "timeresnet", "preset": "demo", "gain_offset_head": True}
+    assert demo.model == {
+        "name": "timeresnet",
+        "preset": "demo",
+        "gain_offset_head": True,
+        "upsample_head": "smooth_shuffle",
+    }
     assert demo.data.phantom is not None and demo.data.phantom.motion_mm == 0.0
     # The baseline is trained "the same way": same network, data and schedule.
     baseline = load_config(CONFIGS[[p.stem for p in CONFIGS].index("demo_regression")])
