@@ -14,14 +14,13 @@ Judges, independent of our writer:
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from conftest import SHARED_DATA
+from test_writers import dciodvfy_errors
 
 from mfm_engine.io.dicom_read import discover_series, read_series
 from mfm_engine.io.dicom_write import write_dicom_series
@@ -37,8 +36,6 @@ SHARED_SERIES_FOLDERS = (
     "wg04_ct_transfer_syntaxes",
 )
 PYDICOM_CTS = ("CT_small.dcm", "J2K_pixelrep_mismatch.dcm", "693_J2KI.dcm")
-# dicom3tools' 2022 dictionary predates SyntheticData (0008,001C): its "unknown tag" lines are expected.
-UNKNOWN_TO_OLD_DCIODVFY = "(0x0008,0x001c)"
 
 
 def real_ct_sources() -> list[tuple[str, object]]:
@@ -94,15 +91,6 @@ def written(translator, tmp_path_factory) -> dict[str, tuple[Volume, list[Path],
 def floats(value: object) -> list[float]:
     """A DS value as a list of floats, whether it holds one value or several."""
     return [float(v) for v in (value if isinstance(value, pydicom.multival.MultiValue) else [value])]
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    exe = shutil.which("dciodvfy")
-    if exe is None:
-        pytest.skip("dciodvfy not installed (Debian: apt-get install dicom3tools)")
-    run = subprocess.run([exe, str(path)], capture_output=True, text=True, check=False)
-    lines = (run.stdout + run.stderr).splitlines()
-    return [ln for ln in lines if ln.startswith("Error") and UNKNOWN_TO_OLD_DCIODVFY not in ln]
 
 
 def test_every_real_ct_series_is_found() -> None:
