@@ -67,10 +67,20 @@ def bench_model(
     size: int = 512,
     batch: int = 1,
     repeats: int = 5,
+    checkpoint: str | None = None,
 ) -> BenchRow:
-    """Time a bare forward and the engine's 1-NFE Euler translation of the same batch of slices."""
+    """Time a bare forward and the engine's 1-NFE Euler translation of the same batch of slices.
+
+    With ``checkpoint`` the trained weights are timed (``config`` is then only a label): the CPU
+    precision measurement judges accuracy on them, and untrained weights fail it.
+    """
     torch.manual_seed(0)
-    model = build_model(config)
+    if checkpoint is not None:
+        from mfm_engine.checkpoint import load_checkpoint
+
+        model = load_checkpoint(checkpoint, device="cpu").model
+    else:
+        model = build_model(config)
     tr = Translator(model, device=device, precision=precision, model_name=config.get("preset", ""))
     dev = tr.device
     if dev.type == "cuda":
@@ -105,6 +115,8 @@ def bench_model(
     if tr.channels_last:
         tr.model.to(memory_format=torch.channels_last)
     name = config["name"] + (f"/{config['preset']}" if config.get("preset") else "")
+    if checkpoint is not None:
+        name = f"{name} ({Path(checkpoint).name})"
     return BenchRow(
         model=name,
         device=str(dev),

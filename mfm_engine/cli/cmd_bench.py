@@ -32,7 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SLICES",
         help="also time a phantom volume of this many slices from input file to output file",
     )
-    p.add_argument("--model", default=None, help="checkpoint for --volume (default: untrained demo config)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a checkpoint: its trained weights get a row of their own, and --volume uses it "
+        "(default: untrained demo config)",
+    )
     p.set_defaults(func=run)
 
 
@@ -54,6 +59,21 @@ def run(args: argparse.Namespace) -> int:
                 size=args.size,
                 batch=args.batch,
                 repeats=args.repeats,
+            )
+        )
+    if args.model:
+        from mfm_engine.checkpoint import read_checkpoint_meta
+
+        meta = read_checkpoint_meta(args.model)
+        rows.append(
+            bench_model(
+                dict(meta.model),
+                device=args.device,
+                precision=args.precision,
+                size=args.size,
+                batch=args.batch,
+                repeats=args.repeats,
+                checkpoint=args.model,
             )
         )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
