@@ -161,9 +161,12 @@ def test_resample_onto_matches_simpleitk_linear_resampling():
         (1.1, 0.9, 2.0),
         (-3.0, 2.0, -5.0),
         np.diag([1.0, -1.0, 1.0]),
+        # An uneven scanner stack: its positions must not follow it onto the target's grid.
+        {"slice_positions_lps": [[-3.0, 2.0, -5.0 + 2.1 * k] for k in range(12)]},
     )
-    target = Volume(np.zeros((9, 10, 11), np.float32), (1.5, 1.2, 2.5), (0.0, -1.0, 0.0))
+    target = Volume(np.zeros((12, 10, 11), np.float32), (1.5, 1.2, 2.5), (0.0, -1.0, 0.0))
     ours = resample_onto(ref, target)
+    assert not ours.is_regularised and "slice_positions_lps" not in ours.meta
     f = sitk.ResampleImageFilter()
     f.SetReferenceImage(_to_sitk(target))
     f.SetInterpolator(sitk.sitkLinear)

@@ -42,6 +42,8 @@ def resample_onto(reference: Volume, target: Volume) -> Volume:
         cval=AIR_HU,
     ).astype(np.float32)
     out = Volume(hu, target.spacing, target.origin, target.direction.copy(), dict(reference.meta))
+    # Sampled on the target's regular grid: the reference's own slice positions no longer describe it.
+    out.meta.pop("slice_positions_lps", None)
     out.meta["warnings"] = list(reference.warnings) + [
         f"resampled onto the input grid ({target.geometry_text()}) by trilinear interpolation"
     ]
