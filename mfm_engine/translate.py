@@ -359,8 +359,9 @@ class Translator:
         n, h, w = volume.shape
         spacing = (volume.spacing[0], volume.spacing[1])
         orientation = InPlaneOrientation.from_direction(volume.direction)
-        size = self.model_shape((h, w), orientation.spacing_to_model(spacing))
-        batch = batch_size or self.auto_batch_size(*(size or (h, w)))
+        model_hw = (w, h) if orientation.transpose else (h, w)
+        size = self.model_shape(model_hw, orientation.spacing_to_model(spacing))
+        batch = batch_size or self.auto_batch_size(*(size or model_hw))
         out = np.empty((n, h, w), dtype=np.float32)
         nfe_total = 0
         start = time.perf_counter()
