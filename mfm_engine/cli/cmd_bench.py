@@ -47,35 +47,28 @@ def run(args: argparse.Namespace) -> int:
 
     from mfm_engine.bench import bench_model, bench_volume_file, format_table
 
-    rows = []
+    # (config, checkpoint): each preset untrained, then --model's trained weights in a row of their own
+    # (the CPU precision choice depends on the weights).
+    targets: list[tuple[dict, str | None]] = []
     for item in args.models.split(","):
         name, _, preset = item.strip().partition(":")
-        config = {"name": name, **({"preset": preset} if preset else {})}
-        rows.append(
-            bench_model(
-                config,
-                device=args.device,
-                precision=args.precision,
-                size=args.size,
-                batch=args.batch,
-                repeats=args.repeats,
-            )
-        )
+        targets.append(({"name": name, **({"preset": preset} if preset else {})}, None))
     if args.model:
         from mfm_engine.checkpoint import read_checkpoint_meta
 
-        meta = read_checkpoint_meta(args.model)
-        rows.append(
-            bench_model(
-                dict(meta.model),
-                device=args.device,
-                precision=args.precision,
-                size=args.size,
-                batch=args.batch,
-                repeats=args.repeats,
-                checkpoint=args.model,
-            )
+        targets.append((dict(read_checkpoint_meta(args.model).model), args.model))
+    rows = [
+        bench_model(
+            config,
+            device=args.device,
+            precision=args.precision,
+            size=args.size,
+            batch=args.batch,
+            repeats=args.repeats,
+            checkpoint=checkpoint,
         )
+        for config, checkpoint in targets
+    ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print(format_table(rows))
     if args.volume:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mfm_engine.errors import MFMError
 from mfm_engine.io.image_read import image_suffix
+from mfm_engine.io.image_write import sidecar_path
 from mfm_engine.solver_names import SOLVER_NAMES
 
 # Room kept free beyond the estimate: a full disk breaks more than this command.
@@ -37,12 +38,6 @@ def _resolved(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def sidecar_of(path: Path) -> Path | None:
-    """The JSON sidecar an image file has (ct.nii.gz → ct.json), None for anything else."""
-    suffix = image_suffix(path)
-    return path.with_name(path.name[: -len(suffix)] + ".json") if suffix else None
-
-
 def check_not_input(input_path: Path, output: Path) -> None:
     """Refuse an output that is, lies inside, or contains the input (symlinks resolved)."""
     src, dst = _resolved(input_path), _resolved(output)
@@ -58,8 +53,8 @@ def check_not_input(input_path: Path, output: Path) -> None:
             f"{output}: the output contains the input {input_path}; refusing, since writing it could "
             "replace the study"
         )
-    side_in, side_out = sidecar_of(src), sidecar_of(dst)
-    if side_in is not None and side_in == side_out:
+    # The image writer's own rule for the sidecar name (ct.nii.gz → ct.json).
+    if image_suffix(src) and image_suffix(dst) and sidecar_path(src) == (side_out := sidecar_path(dst)):
         raise MFMError(
             f"{output}: its JSON sidecar would be {side_out.name}, the input's own sidecar; "
             "choose another name"
