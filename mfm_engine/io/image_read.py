@@ -101,9 +101,11 @@ def read_image(path: str | os.PathLike[str]) -> Volume:
         raise StudyReadError(f"{path}: no such file")
     if not path.is_file():
         raise StudyReadError(f"{path}: is not a file")
-    # ITK's NIfTI reader fills a truncated file's missing voxels and turns NaN/inf into 0, so the
-    # file's own data is checked first (integer .nii.gz: only gzip's size trailer is read).
-    n_bad = check_nifti(path) if image_suffix(path) in (".nii", ".nii.gz") else 0
+    # ITK's NIfTI reader fills a truncated file's missing voxels without a word, so completeness is
+    # checked in the file first (its size, or gzip's size trailer: no pass over the data).
+    is_nifti = image_suffix(path) in (".nii", ".nii.gz")
+    if is_nifti:
+        check_nifti(path, count_nonfinite=False)
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -143,6 +145,9 @@ def read_image(path: str | os.PathLike[str]) -> Volume:
             f"{path}: holds {n_nan} NaN and {n_inf} infinite voxel(s) of {hu.size}; "
             "a CT volume must have a number in every voxel"
         )
+    # ITK's NIfTI reader has also replaced NaN/inf by 0, so look at the stored data; only a float
+    # file that now shows zeros can have had any.
+    n_bad = check_nifti(path) if is_nifti and arr.dtype.kind == "f" and not np.all(hu) else 0
     if n_bad:
         raise StudyReadError(
             f"{path}: holds {n_bad} NaN or infinite voxel(s) of {hu.size} (SimpleITK would show them "

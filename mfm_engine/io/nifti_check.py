@@ -62,8 +62,12 @@ def read_layout(head: bytes) -> NiftiLayout | None:
     )
 
 
-def check_nifti(path: str | os.PathLike[str]) -> int:
-    """Count NaN/inf voxels (0 for integer data); raise StudyReadError for a truncated or corrupt file."""
+def check_nifti(path: str | os.PathLike[str], *, count_nonfinite: bool = True) -> int:
+    """Count NaN/inf voxels (0 for integer data); raise StudyReadError for a truncated or corrupt file.
+
+    With ``count_nonfinite=False`` only completeness is checked, which costs a file size or gzip
+    trailer look-up rather than a pass over the data (unless the trailer disagrees).
+    """
     path = Path(path)
     gz = path.name.lower().endswith(".gz")
     try:
@@ -78,10 +82,10 @@ def check_nifti(path: str | os.PathLike[str]) -> int:
         size = path.stat().st_size
         if size < expected:
             raise _corrupt(path, f"the header promises {expected} bytes, the file holds {size}")
-        if layout.float_code is None:
+        if layout.float_code is None or not count_nonfinite:
             return 0
-    elif layout.float_code is None and _gzip_size_matches(path, expected):
-        # gzip's trailer records the uncompressed size: a cheap completeness check for integer data.
+    elif (layout.float_code is None or not count_nonfinite) and _gzip_size_matches(path, expected):
+        # gzip's trailer records the uncompressed size: a cheap completeness check.
         return 0
     return _stream_voxels(path, gz, layout, expected)
 
