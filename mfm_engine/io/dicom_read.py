@@ -86,8 +86,9 @@ _STUDY_KEYS = (
 )  # fmt: skip
 
 
-# Series-level attributes a derived series keeps (Type 2C PatientPosition among them).
-_SERIES_KEYS = ("PatientPosition", "BodyPartExamined")
+# Series-level attributes a derived series keeps (Type 2C PatientPosition); BodyPartExamined is
+# already kept as meta['dicom']['body_part_examined'].
+_SERIES_KEYS = ("PatientPosition",)
 # Image attributes that still describe a synthetic slice made from this one, slice by slice.
 _IMAGE_KEYS = ("SliceThickness", "ConvolutionKernel", "ReconstructionDiameter")
 
