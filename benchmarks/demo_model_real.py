@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/demo_model_real.py [--data ../shared/data] [--pictures docs/real]
 
-Per series and direction: padding voxels changed, median change (synthetic − input, HU) in air
-(−1100…−900), fat (−150…−50), soft tissue (0…100) and bone (> 500) of the input, and the aorta ROI's
+Per series and direction: benchmarks/fidelity_real.py's figures (padding voxels changed, share moved
+the wrong way, median change per HU band of the input), and the aorta ROI's
 mean before and after (found from the input as tests/real_rois.py does). With --pictures, one PNG
 per series: input | synthetic | change, abdomen window W400/L40, change on ±200 HU.
 """
@@ -19,6 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from fidelity_real import changes  # noqa: E402  (the same per-band figures, one definition)
 from real_rois import vessel_roi  # noqa: E402
 
 from mfm_engine.demo import demo_checkpoint  # noqa: E402
@@ -26,7 +27,6 @@ from mfm_engine.fidelity import InPlaneOrientation  # noqa: E402
 from mfm_engine.io.study import read_study  # noqa: E402
 from mfm_engine.translate import Translator  # noqa: E402
 
-BANDS = {"air": (-1100, -900), "fat": (-150, -50), "soft": (0, 100), "bone": (500, 1e9)}
 # (label, path under the data folder, direction, aorta ROI: (slices, seed row/col, search, radius, HU range))
 SERIES = [
     ("portal-venous J2K", "totalseg_portalvenous_abdomen_dicom_j2k/example_ct_dicom", "c2n",
@@ -84,8 +84,9 @@ def main() -> None:
     ap.add_argument("--pictures", default=None, help="folder for one PNG per series")
     args = ap.parse_args()
     translator = Translator.from_checkpoint(args.model or demo_checkpoint(), device="cpu")
-    print("| series | direction | padding changed | air | fat | soft tissue | bone | aorta before → after |")
-    print("|---|---|---|---|---|---|---|---|")
+    columns = ("padding changed", "wrong way > 20 HU", "air", "fat", "soft", "bone")
+    print("| series | direction | " + " | ".join(columns) + " | aorta before → after |")
+    print("|---|---|" + "---|" * len(columns) + "---|")
     for label, rel, direction, roi in SERIES:
         path = Path(args.data) / rel
         if not path.exists():
@@ -93,12 +94,8 @@ def main() -> None:
         volume = read_study(path)
         after = translator.translate_volume(volume, direction=direction).hu
         before = volume.hu
-        d = after - before
-        pad = before <= -1400
-        cells = [f"{int((d[pad] != 0).sum())} of {int(pad.sum())}"]
-        for lo, hi in BANDS.values():
-            m = (before >= lo) & (before <= hi)
-            cells.append(f"{np.median(d[m]):+.1f}" if m.sum() > 100 else "–")
+        row = changes(before, after, direction)
+        cells = [row[c] for c in columns]
         aorta = "–"
         if roi is not None:
             slices, seed, search, radius, hu_range = roi
